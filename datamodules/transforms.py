@@ -1,0 +1,132 @@
+"""Albumentations pipelines for segmentation: train (scale, pad, crop, flip) and validation.
+
+Every parameter is a plain type (int, float, tuple of numbers) so LightningCLI YAML configs can set
+it through the data module's init args. Masks are padded with the ignore id (255) and resized with
+nearest-neighbour interpolation, so class ids are never blended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import albumentations as A
+import cv2
+from albumentations.pytorch import ToTensorV2
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+IGNORE_INDEX = 255
+
+
+def crop_hw(crop_size: int | Sequence[int]) -> tuple[int, int]:
+    """`crop_size` as (height, width): an int means a square crop, a pair is [height, width]."""
+    if isinstance(crop_size, int):
+        sizes = (crop_size, crop_size)
+    else:
+        sizes = tuple(int(s) for s in crop_size)
+    if len(sizes) != 2 or min(sizes) <= 0:
+        raise ValueError(
+            f"crop_size={crop_size!r} is not a positive size; give one int (square crop) "
+            "or [height, width], e.g. crop_size: 512 or crop_size: [512, 1024]."
+        )
+    return sizes[0], sizes[1]
+
+
+def _check_scale_range(scale_range: Sequence[float]) -> tuple[float, float]:
+    if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
+        raise ValueError(
+            f"scale_range={list(scale_range)!r} is not a range of positive factors; "
+            "give [low, high] with 0 < low <= high, e.g. scale_range: [0.5, 2.0]."
+        )
+    return float(scale_range[0]), float(scale_range[1])
+
+
+def build_train_transform(
+    crop_size: int | Sequence[int] = 512,
+    scale_range: Sequence[float] = (0.5, 2.0),
+    hflip_prob: float = 0.5,
+    base_size: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    ignore_index: int = IGNORE_INDEX,
+) -> A.Compose:
+    """Training pipeline: [resize shorter side to base_size] -> random scale -> pad -> random crop
+    -> horizontal flip -> normalize -> tensor.
+
+    Padding fills the image with 0 (before normalization) and the mask with `ignore_index`, so
+    padded pixels never count in the loss.
+
+    Shape:
+        input image (H, W, 3) uint8 and mask (H, W) integer ids;
+        output image (3, crop_h, crop_w) float32 and mask (crop_h, crop_w).
+    """
+    crop_h, crop_w = crop_hw(crop_size)
+    low, high = _check_scale_range(scale_range)
+    steps: list[A.BasicTransform] = []
+    if base_size is not None:
+        steps.append(A.SmallestMaxSize(max_size=int(base_size), interpolation=cv2.INTER_LINEAR))
+    if (low, high) != (1.0, 1.0):
+        # RandomScale draws a factor 1 + U(limit_low, limit_high), so shift the range by -1.
+        steps.append(
+            A.RandomScale(
+                scale_limit=(low - 1.0, high - 1.0),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                p=1.0,
+            )
+        )
+    steps += [
+        A.PadIfNeeded(
+            min_height=crop_h,
+            min_width=crop_w,
+            position="top_left",
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=ignore_index,
+        ),
+        A.RandomCrop(height=crop_h, width=crop_w),
+        A.HorizontalFlip(p=float(hflip_prob)),
+        A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
+        ToTensorV2(),
+    ]
+    return A.Compose(steps)
+
+
+def build_val_transform(
+    resize: int | None = None,
+    pad_to: int | Sequence[int] | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    ignore_index: int = IGNORE_INDEX,
+) -> A.Compose:
+    """Validation pipeline: [resize longer side to `resize`] -> [pad to `pad_to`] -> normalize.
+
+    With neither option the image keeps its size (the loaders' collate pads a batch to its
+    largest image, mask padding = `ignore_index`).
+
+    Shape:
+        input image (H, W, 3) uint8 and mask (H, W); output image (3, H', W') float32, mask (H', W').
+    """
+    steps: list[A.BasicTransform] = []
+    if resize is not None:
+        steps.append(
+            A.LongestMaxSize(
+                max_size=int(resize),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+            )
+        )
+    if pad_to is not None:
+        pad_h, pad_w = crop_hw(pad_to)
+        steps.append(
+            A.PadIfNeeded(
+                min_height=pad_h,
+                min_width=pad_w,
+                position="top_left",
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=ignore_index,
+            )
+        )
+    steps += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+    return A.Compose(steps)
