@@ -1,0 +1,159 @@
+"""SegmentationModule: trains an injected segmentation network with reliability-weighted CE."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from synthmask.models.losses import (
+    IGNORE_INDEX,
+    check_reliability_mode,
+    reliability_weighted_cross_entropy,
+)
+from synthmask.models.metrics import SegmentationIoU, mean_iou
+from synthmask.models.optim import DeepLabSGD, PolyLR
+
+# How many samples of the first validation batch are kept for media callbacks.
+STORED_VAL_SAMPLES = 8
+
+
+class SegmentationModule(LightningModule):
+    """Semantic segmentation training: ``net(image) -> logits``, CE with ignore 255 and an
+    optional per-pixel weight map (batch key ``"reliability"``), mIoU per split.
+
+    Args:
+        net: the segmentation network (e.g. ``synthmask.models.DeepLabV3Plus``), injected by config.
+            Its output channels must equal ``num_classes``.
+        num_classes: number of classes incl. background (linked from ``data.num_classes``).
+        class_names: names for per-class logging (linked from ``data.class_names``);
+            ``class_<i>`` when None.
+        optimizer: built on ``net.parameters()``; default SGD lr 0.01, momentum 0.9, wd 1e-4.
+        lr_scheduler: stepped every optimizer step. The default ``PolyLR`` (power 0.9, min lr 1e-5)
+            runs over ``trainer.estimated_stepping_batches`` when its ``total_steps`` is unset.
+        reliability_mode: how the batch's ``"reliability"`` map enters the loss, one of
+            ``synthmask.models.losses.RELIABILITY_MODES`` (``"weight"`` multiplies each pixel's
+            CE by it; ``"none"`` ignores it). Batches without the key count every pixel fully.
+        log_per_class_iou: also log ``<split>/IoU/<class name>`` scalars each epoch.
+
+    Attributes:
+        first_val_batch: dict with ``"image"`` (N, 3, H, W), ``"mask"`` (N, H, W), ``"pred"``
+            (N, H, W) and ``"reliability"`` (N, H, W) when present, of the first validation batch
+            (first ``STORED_VAL_SAMPLES`` samples, on CPU) of the latest validation epoch.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        class_names: list[str] | None = None,
+        optimizer: OptimizerCallable = DeepLabSGD,
+        lr_scheduler: LRSchedulerCallable = PolyLR,
+        reliability_mode: str = "weight",
+        log_per_class_iou: bool = True,
+    ) -> None:
+        super().__init__()
+        check_reliability_mode(reliability_mode)
+        net_classes = getattr(net, "num_classes", None)
+        if net_classes is not None and net_classes != num_classes:
+            raise ValueError(
+                f"the net outputs {net_classes} classes but SegmentationModule.num_classes is "
+                f"{num_classes}; set the net's num_classes to {num_classes} (in configs link "
+                "data.num_classes to model.init_args.net.init_args.num_classes)"
+            )
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(class_names)} entries but num_classes is {num_classes}; "
+                "give one name per class (background included)"
+            )
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.num_classes = num_classes
+        self.class_names = (
+            list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
+        )
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.reliability_mode = reliability_mode
+        self.log_per_class_iou = log_per_class_iou
+        self.val_iou = SegmentationIoU(num_classes, ignore_index=IGNORE_INDEX)
+        self.test_iou = SegmentationIoU(num_classes, ignore_index=IGNORE_INDEX)
+        self.first_val_batch: dict[str, torch.Tensor] | None = None
+        self.last_val_iou: torch.Tensor | None = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Shape: images (B, 3, H, W) -> logits (B, num_classes, H, W)."""
+        logits = self.net(images)
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"the net produced {logits.shape[1]} output channels but num_classes is "
+                f"{self.num_classes}; make the net's num_classes match the data's"
+            )
+        return logits
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        data_classes = getattr(datamodule, "num_classes", None)
+        if data_classes is not None and data_classes != self.num_classes:
+            raise ValueError(
+                f"the data module has {data_classes} classes but the model has num_classes="
+                f"{self.num_classes}; set model num_classes to {data_classes} (configs run by "
+                "`synthmask` link data.num_classes to the model automatically)"
+            )
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = reliability_weighted_cross_entropy(
+            logits, batch["mask"], batch.get("reliability"), mode=self.reliability_mode
+        )
+        self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        preds = self._evaluate_batch(batch, "val", self.val_iou)
+        if batch_idx == 0 and dataloader_idx == 0:
+            keep = slice(0, STORED_VAL_SAMPLES)
+            stored = {"image": batch["image"], "mask": batch["mask"], "pred": preds}
+            if "reliability" in batch:
+                stored["reliability"] = batch["reliability"]
+            self.first_val_batch = {k: v[keep].detach().cpu() for k, v in stored.items()}
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate_batch(batch, "test", self.test_iou)
+
+    def _evaluate_batch(self, batch: dict, split: str, metric: SegmentationIoU) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = reliability_weighted_cross_entropy(logits, batch["mask"], mode="none")
+        self.log(f"{split}/loss", loss, sync_dist=True, batch_size=logits.shape[0])
+        preds = logits.argmax(dim=1)
+        metric.update(preds, batch["mask"])
+        return preds
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_val_iou = self._log_iou("val", self.val_iou)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_iou("test", self.test_iou)
+
+    def _log_iou(self, split: str, metric: SegmentationIoU) -> torch.Tensor:
+        # compute() syncs the confusion matrix over processes, so every rank logs the same values.
+        per_class = metric.compute().float()
+        metric.reset()
+        values = {f"{split}/mIoU": mean_iou(per_class)}
+        if self.log_per_class_iou:
+            values |= {
+                f"{split}/IoU/{n}": v for n, v in zip(self.class_names, per_class, strict=True)
+            }
+        self.log_dict(values, rank_zero_only=False, sync_dist=False)
+        return per_class.cpu()
+
+    def configure_optimizers(self) -> dict:
+        optimizer = self.optimizer_factory(self.parameters())
+        scheduler = self.lr_scheduler_factory(optimizer)
+        if isinstance(scheduler, PolyLR) and scheduler.total_steps is None:
+            scheduler.total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
