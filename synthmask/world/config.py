@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from synthmask.world.backgrounds import get_background
 from synthmask.world.palette import get_color
@@ -132,6 +132,16 @@ class SceneConfig:
             raise ValueError(
                 "SceneConfig.backgrounds is empty; give names or None for the domain's."
             )
+
+    def with_overrides(self, **fields: object) -> SceneConfig:
+        """A copy with the given fields replaced; fields given as None keep this config's value."""
+        given = {k: v for k, v in fields.items() if v is not None}
+        unknown = sorted(set(given) - set(self.__dataclass_fields__))
+        if unknown:
+            raise KeyError(
+                f"unknown SceneConfig field(s) {unknown}; valid: {sorted(self.__dataclass_fields__)}"
+            )
+        return replace(self, **given)
 
     @property
     def size_midpoint(self) -> float:

@@ -75,22 +75,47 @@ class ShapesSegmentationDataset(Dataset):
 
     `image` is float32 (3, H, W), ImageNet-normalized when `normalize` (else [0, 1]); `mask` is
     int64 (H, W) class ids. `hflip` mirrors image and mask with probability 0.5 (torch RNG).
+    `cache` renders every scene once at construction (uint8, 4 bytes a pixel) so epochs after the
+    first cost no rendering; DataLoader workers share the arrays copy-on-write.
     """
 
-    def __init__(self, world: ShapesWorld, normalize: bool = True, hflip: bool = False) -> None:
+    def __init__(
+        self, world: ShapesWorld, normalize: bool = True, hflip: bool = False, cache: bool = False
+    ) -> None:
         self.world = world
         self.normalize = normalize
         self.hflip = hflip
         self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        self._images: np.ndarray | None = None
+        self._masks: np.ndarray | None = None
+        if cache:
+            scenes = [world[i] for i in range(len(world))]
+            size = world.config.image_size
+            self._images = (
+                np.stack([s.image for s in scenes])
+                if scenes
+                else np.zeros((0, size, size, 3), np.uint8)
+            )
+            self._masks = (
+                np.stack([s.mask for s in scenes])
+                if scenes
+                else np.zeros((0, size, size), np.uint8)
+            )
 
     def __len__(self) -> int:
         return len(self.world)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._images is not None and self._masks is not None:
+            return self._images[index], self._masks[index]
         scene = self.world[index]
-        image = image_to_tensor(scene.image)
-        mask = torch.from_numpy(scene.mask.astype(np.int64))
+        return scene.image, scene.mask
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image_u8, mask_u8 = self._arrays(index)
+        image = image_to_tensor(image_u8)
+        mask = torch.from_numpy(mask_u8.astype(np.int64))
         if self.normalize:
             image = (image - self._mean) / self._std
         if self.hflip and bool(torch.rand(()) < 0.5):
