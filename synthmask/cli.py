@@ -101,7 +101,7 @@ def main(args: Sequence[str] | None = None) -> SynthmaskCLI | LightningDataModul
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == SYNTHESIZE:
         return synthesize(argv[1:])
-    return SynthmaskCLI(args=argv)
+    return SynthmaskCLI(args=args)
 
 
 if __name__ == "__main__":
