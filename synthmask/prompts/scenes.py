@@ -1,0 +1,362 @@
+"""Multi-class scene prompts: several classes per prompt, with plausible co-occurrence.
+
+Technique 3 of METHOD.md synthesizes whole scenes after adapting the generator to the target
+domain ("a car and a person on the road next to a building, a photo of a street scene,
+cityscapes"), so one image yields a multi-class pseudo-mask. A scene is composed from:
+
+- subjects ("thing" classes: car, person, rider, ...), 1..max_subjects of them;
+- a ground (road / sidewalk / terrain), chosen among the grounds its first subject stands on;
+- context classes ("stuff" and street furniture: building, vegetation, sky, pole, ...), each
+  with its own phrase ("under the {sky}", "next to a {building}").
+
+Every class mention becomes a ``ClassWord`` whose span indexes the final text, and whose id is
+the class's index in the data set's class list. Prompts are a pure function of
+(seed, index), so any worker/rank can build prompt i on its own.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from synthmask.prompts.types import ClassWord, Prompt
+
+ROLES = ("subject", "ground", "context")
+
+
+@dataclass(frozen=True)
+class SceneClass:
+    """How one class takes part in a scene.
+
+    Attributes:
+        name: the class name in the data set's class list (its index is the class id).
+        words: surface words for it (the first is canonical); one is drawn per mention.
+        role: "subject" (a thing in front), "ground" (what subjects stand on) or "context".
+        weight: relative chance of being drawn within its role.
+        phrase: for context classes, the phrase around the word, e.g. "under the {}".
+        article: article before a subject/ground word ("a", "the", "" for mass nouns).
+        grounds: for subjects, the ground class names it stands on (empty = any ground).
+        carries: for subjects, subject names it must be paired with ("rider" rides a
+            "bicycle" or "motorcycle": one of them is added as "a rider on a bicycle").
+    """
+
+    name: str
+    words: tuple[str, ...]
+    role: str
+    weight: float = 1.0
+    phrase: str = "next to {}"
+    article: str = "a"
+    grounds: tuple[str, ...] = ()
+    carries: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"SceneClass {self.name!r}: role {self.role!r} unknown; use {ROLES}.")
+        if not self.words:
+            raise ValueError(f"SceneClass {self.name!r} has no words; give at least its name.")
+        if self.weight <= 0:
+            raise ValueError(f"SceneClass {self.name!r}: weight must be > 0, got {self.weight}.")
+        if self.role == "context" and self.phrase.count("{}") != 1:
+            raise ValueError(
+                f"SceneClass {self.name!r}: phrase {self.phrase!r} needs exactly one '{{}}' "
+                "where the class word goes."
+            )
+
+
+def _c(name, words, role, weight=1.0, phrase="next to {}", article="a", grounds=(), carries=()):
+    return SceneClass(
+        name, tuple(words), role, weight, phrase, article, tuple(grounds), tuple(carries)
+    )
+
+
+# Cityscapes' 19 evaluated classes (names as in synthmask.prompts.vocab.CITYSCAPES_CLASSES).
+CITYSCAPES_SCENE_CLASSES: tuple[SceneClass, ...] = (
+    _c("road", ["road", "street"], "ground", 4.0, article="the"),
+    _c("sidewalk", ["sidewalk", "pavement"], "ground", 2.0, article="the"),
+    _c("terrain", ["grass"], "ground", 0.5, article="the"),
+    _c("building", ["building", "house"], "context", 3.0, "next to a {}"),
+    _c("wall", ["wall"], "context", 0.7, "beside a {}"),
+    _c("fence", ["fence"], "context", 0.7, "along a {}"),
+    _c("pole", ["pole", "lamp post"], "context", 0.8, "near a {}"),
+    _c("traffic light", ["traffic light"], "context", 1.0, "near a {}"),
+    _c("traffic sign", ["traffic sign", "road sign"], "context", 1.0, "near a {}"),
+    _c("vegetation", ["trees", "vegetation"], "context", 2.5, "in front of {}"),
+    _c("sky", ["sky"], "context", 2.0, "under the {}"),
+    _c("car", ["car"], "subject", 4.0, grounds=["road"]),
+    _c("person", ["person", "pedestrian"], "subject", 3.0, grounds=["sidewalk", "road"]),
+    _c("rider", ["rider", "cyclist"], "subject", 1.0, grounds=["road"], carries=["bicycle", "motorcycle"]),
+    _c("truck", ["truck"], "subject", 1.0, grounds=["road"]),
+    _c("bus", ["bus"], "subject", 1.0, grounds=["road"]),
+    _c("train", ["tram", "train"], "subject", 0.5, grounds=["road"]),
+    _c("motorcycle", ["motorcycle"], "subject", 1.0, grounds=["road"]),
+    _c("bicycle", ["bicycle", "bike"], "subject", 1.0, grounds=["road", "sidewalk"]),
+)  # fmt: skip
+CITYSCAPES_SCENE_SUFFIX = "a photo of a street scene, cityscapes"
+
+
+@dataclass
+class ScenePromptComposer:
+    """Deterministic multi-class scene prompts over a data set's class list.
+
+    Args:
+        class_names: the data set's class list; a class's id is its index here.
+        scene_classes: role/words/phrases per class (names must be in ``class_names``).
+        min_subjects, max_subjects: subject classes per prompt (distinct classes).
+        min_context, max_context: context phrases per prompt.
+        ground_prob: chance the ground is named (needs a ground class).
+        suffix: appended after ", " (e.g. the LoRA's training caption), "" for none.
+        prefix: text before the first subject (e.g. "a picture of "), "" for none.
+        modifiers: words that may precede a subject word (e.g. colours: "a red star").
+        modifier_prob: chance each subject gets a modifier.
+        seed: prompts are a pure function of (seed, index).
+
+    Example: "a car and a pedestrian on the road next to a building under the sky,
+    a photo of a street scene, cityscapes".
+    """
+
+    class_names: Sequence[str]
+    scene_classes: Sequence[SceneClass] = CITYSCAPES_SCENE_CLASSES
+    min_subjects: int = 1
+    max_subjects: int = 2
+    min_context: int = 1
+    max_context: int = 2
+    ground_prob: float = 0.9
+    suffix: str = CITYSCAPES_SCENE_SUFFIX
+    prefix: str = ""
+    modifiers: Sequence[str] = ()
+    modifier_prob: float = 0.0
+    seed: int = 0
+    _by_name: dict[str, SceneClass] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.class_names = list(self.class_names)
+        self._by_name = {sc.name: sc for sc in self.scene_classes}
+        for sc in self.scene_classes:
+            self.class_id(sc.name)
+            for other in (*sc.grounds, *sc.carries):
+                if other not in self._by_name:
+                    raise ValueError(
+                        f"SceneClass {sc.name!r} refers to {other!r}, which has no SceneClass; "
+                        "add it or remove the reference."
+                    )
+        if not self._role("subject"):
+            raise ValueError("scene_classes has no 'subject' class; a scene needs at least one.")
+        if not 1 <= self.min_subjects <= self.max_subjects:
+            raise ValueError(
+                f"need 1 <= min_subjects <= max_subjects, got {self.min_subjects}, "
+                f"{self.max_subjects}."
+            )
+        if not 0 <= self.min_context <= self.max_context:
+            raise ValueError(
+                f"need 0 <= min_context <= max_context, got {self.min_context}, {self.max_context}."
+            )
+        for name in ("ground_prob", "modifier_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}={getattr(self, name)} is not a probability; use 0..1.")
+        self.modifiers = tuple(self.modifiers)
+        if self.modifier_prob > 0 and not self.modifiers:
+            raise ValueError("modifier_prob > 0 but modifiers is empty; give e.g. colour words.")
+
+    def class_id(self, name: str) -> int:
+        """Index of ``name`` in ``class_names``; KeyError with close matches."""
+        if name in self.class_names:
+            return self.class_names.index(name)
+        close = difflib.get_close_matches(name, self.class_names, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise KeyError(
+            f"scene class {name!r} is not in the data set's class list{hint}; valid names: "
+            f"{', '.join(self.class_names)}."
+        )
+
+    def _role(self, role: str) -> list[SceneClass]:
+        return [sc for sc in self.scene_classes if sc.role == role]
+
+    def _rng(self, index: int) -> random.Random:
+        digest = hashlib.sha256(f"scene:{self.seed}:{index}".encode()).digest()
+        return random.Random(int.from_bytes(digest[:8], "little"))
+
+    def prompts(self, n: int, start: int = 0) -> list[Prompt]:
+        """Prompts ``start .. start + n - 1``."""
+        return [self.prompt(i) for i in range(start, start + n)]
+
+    def prompt(self, index: int) -> Prompt:
+        """Prompt number ``index`` (same seed and index -> same prompt)."""
+        rng = self._rng(index)
+        builder = _TextBuilder()
+        builder.add(self.prefix)
+        subjects = self._draw_subjects(rng)
+        for n, (subject, vehicle) in enumerate(subjects):
+            if n > 0:
+                builder.add(" and " if n == len(subjects) - 1 else ", ")
+            self._add_subject(builder, rng, subject, vehicle)
+        ground = self._draw_ground(rng, subjects[0][0])
+        if ground is not None:
+            builder.add(" on ")
+            self._add_with_article(builder, rng, ground)
+        for context in self._draw_context(rng):
+            before, after = context.phrase.split("{}")
+            builder.add(" " + before)
+            builder.add_word(rng.choice(context.words), self.class_id(context.name))
+            builder.add(after)
+        if self.suffix:
+            builder.add(", " + self.suffix)
+        return builder.build()
+
+    def _draw_subjects(self, rng: random.Random) -> list[tuple[SceneClass, SceneClass | None]]:
+        pool = self._role("subject")
+        count = rng.randint(self.min_subjects, min(self.max_subjects, len(pool)))
+        chosen: list[tuple[SceneClass, SceneClass | None]] = []
+        used: set[str] = set()
+        while len(chosen) < count:
+            options = [sc for sc in pool if sc.name not in used]
+            if not options:
+                break
+            subject = _weighted_choice(rng, options)
+            used.add(subject.name)
+            vehicle = None
+            if subject.carries:
+                carried = [self._by_name[n] for n in subject.carries if n not in used]
+                if carried:
+                    vehicle = _weighted_choice(rng, carried)
+                    used.add(vehicle.name)
+            chosen.append((subject, vehicle))
+        return chosen
+
+    def _draw_ground(self, rng: random.Random, first: SceneClass) -> SceneClass | None:
+        grounds = self._role("ground")
+        if first.grounds:
+            grounds = [g for g in grounds if g.name in first.grounds]
+        if not grounds or rng.random() >= self.ground_prob:
+            return None
+        return _weighted_choice(rng, grounds)
+
+    def _draw_context(self, rng: random.Random) -> list[SceneClass]:
+        pool = self._role("context")
+        count = min(rng.randint(self.min_context, self.max_context), len(pool))
+        chosen: list[SceneClass] = []
+        while len(chosen) < count:
+            pick = _weighted_choice(rng, [sc for sc in pool if sc not in chosen])
+            chosen.append(pick)
+        return chosen
+
+    def _add_subject(self, builder, rng, subject: SceneClass, vehicle: SceneClass | None) -> None:
+        modifier = ""
+        if self.modifiers and rng.random() < self.modifier_prob:
+            modifier = rng.choice(self.modifiers)
+        self._add_with_article(builder, rng, subject, modifier)
+        if vehicle is not None:
+            builder.add(" on ")
+            self._add_with_article(builder, rng, vehicle)
+
+    def _add_with_article(
+        self, builder, rng: random.Random, sc: SceneClass, modifier: str = ""
+    ) -> None:
+        word = rng.choice(sc.words)
+        head = f"{modifier} " if modifier else ""
+        article = sc.article
+        if article == "a" and (head or word)[:1].lower() in "aeiou":
+            article = "an"
+        if article:
+            builder.add(article + " ")
+        builder.add(head)
+        builder.add_word(word, self.class_id(sc.name))
+
+
+def _weighted_choice(rng: random.Random, options: list[SceneClass]) -> SceneClass:
+    return rng.choices(options, weights=[o.weight for o in options], k=1)[0]
+
+
+class _TextBuilder:
+    """Appends text and records the span of every class word as it is written."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.class_words: list[ClassWord] = []
+
+    def add(self, text: str) -> None:
+        self.text += text
+
+    def add_word(self, word: str, class_id: int) -> None:
+        start = len(self.text)
+        self.text += word
+        self.class_words.append(ClassWord(word, class_id, start, start + len(word)))
+
+    def build(self) -> Prompt:
+        return Prompt(text=self.text, class_words=tuple(self.class_words))
+
+
+def cityscapes_scene_composer(
+    seed: int = 0,
+    min_subjects: int = 1,
+    max_subjects: int = 2,
+    min_context: int = 1,
+    max_context: int = 2,
+    suffix: str = CITYSCAPES_SCENE_SUFFIX,
+) -> ScenePromptComposer:
+    """Street-scene prompts over ``cityscapes_vocabulary()``: class id = vocabulary id
+    (background slot 0, road 1, ..., bicycle 19 = trainId + 1)."""
+    from synthmask.prompts.vocab import cityscapes_vocabulary
+
+    return ScenePromptComposer(
+        class_names=cityscapes_vocabulary().class_names,
+        scene_classes=CITYSCAPES_SCENE_CLASSES,
+        min_subjects=min_subjects,
+        max_subjects=max_subjects,
+        min_context=min_context,
+        max_context=max_context,
+        suffix=suffix,
+        seed=seed,
+    )
+
+
+SHAPES_SCENE_PREFIX = "a picture of "
+
+
+def shapes_scene_composer(
+    shapes: Sequence[str] | None = None,
+    seed: int = 0,
+    min_objects: int = 1,
+    max_objects: int = 3,
+    colors: Sequence[str] | None = None,
+    color_prob: float = 0.5,
+    synonyms: bool = False,
+    prefix: str = SHAPES_SCENE_PREFIX,
+    suffix: str = "",
+) -> ScenePromptComposer:
+    """Scene prompts for the shapes world in its caption grammar: "a picture of a red star,
+    a ring and a blue cross" (class ids: background 0, shape i -> i + 1, as in the world).
+
+    Args:
+        shapes: the world's shape classes (None = ``synthmask.world.shapes.DEFAULT_SHAPES``).
+        colors: colour words (None = the world's palette); ``color_prob`` per object.
+        synonyms: draw shape synonyms too ("disk" for circle), else the class name only.
+    """
+    from synthmask.world.palette import PALETTE
+    from synthmask.world.shapes import DEFAULT_SHAPES, class_names, get_shape
+
+    shapes = tuple(DEFAULT_SHAPES if shapes is None else shapes)
+    scene_classes = tuple(
+        SceneClass(
+            name,
+            get_shape(name).synonyms if synonyms else (name,),
+            "subject",
+        )  # fmt: skip
+        for name in shapes
+    )
+    return ScenePromptComposer(
+        class_names=class_names(shapes),
+        scene_classes=scene_classes,
+        min_subjects=min_objects,
+        max_subjects=max_objects,
+        min_context=0,
+        max_context=0,
+        ground_prob=0.0,
+        suffix=suffix,
+        prefix=prefix,
+        modifiers=tuple(PALETTE if colors is None else colors),
+        modifier_prob=color_prob if (colors is None or colors) else 0.0,
+        seed=seed,
+    )
