@@ -18,6 +18,7 @@ is class k + 1 (`imagenet_s_id_to_class_id`). ImageNet-S-50 ids are used unchang
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from functools import partial
@@ -62,21 +63,26 @@ def parse_categories_file(path: str | Path) -> list[str]:
     return sorted(wnids)
 
 
-def wnid_display_names(wnids: list[str]) -> list[str]:
-    """Human-readable names (first WordNet lemma, via timm's ImageNet tables) for WordNet ids;
-    the id itself where no name is known. Repeated names get the id appended."""
-    try:
-        from timm.data import ImageNetInfo
+def timm_info_file(name: str) -> Path | None:
+    """A WordNet table bundled with timm (timm/data/_info/<name>), found without importing timm
+    (which would import torch and all its models); None if timm or the file is absent."""
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "_info" / name
+    return path if path.is_file() else None
 
-        info = ImageNetInfo()
-        names = []
-        for wnid in wnids:
-            try:
-                names.append(info.label_name_to_description(wnid).split(",")[0].strip())
-            except KeyError:
-                names.append(wnid)
-    except ImportError:
-        names = list(wnids)
+
+def wnid_display_names(wnids: list[str]) -> list[str]:
+    """Human-readable names (first WordNet lemma, from timm's bundled ImageNet tables) for WordNet
+    ids; the id itself where no name is known. Repeated names get the id appended."""
+    lemmas: dict[str, str] = {}
+    table = timm_info_file("imagenet_synset_to_lemma.txt")
+    if table is not None:
+        for line in table.read_text().splitlines():
+            wnid, _, lemma = line.partition("\t")
+            lemmas[wnid] = lemma.split(",")[0].strip()
+    names = [lemmas.get(wnid) or wnid for wnid in wnids]
     counts: dict[str, int] = {}
     for name in names:
         counts[name] = counts.get(name, 0) + 1

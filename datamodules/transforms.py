@@ -2,7 +2,8 @@
 
 Every parameter is a plain type (int, float, tuple of numbers) so LightningCLI YAML configs can set
 it through the data module's init args. Masks are padded with the ignore id (255) and resized with
-nearest-neighbour interpolation, so class ids are never blended.
+OpenCV's INTER_NEAREST_EXACT (pixel-centre aligned like INTER_LINEAR for the image; plain
+INTER_NEAREST shifts masks by up to a pixel at non-integer scales), so ids are never blended.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def build_train_transform(
             A.RandomScale(
                 scale_limit=(low - 1.0, high - 1.0),
                 interpolation=cv2.INTER_LINEAR,
-                mask_interpolation=cv2.INTER_NEAREST,
+                mask_interpolation=cv2.INTER_NEAREST_EXACT,
                 p=1.0,
             )
         )
@@ -113,7 +114,7 @@ def build_val_transform(
             A.LongestMaxSize(
                 max_size=int(resize),
                 interpolation=cv2.INTER_LINEAR,
-                mask_interpolation=cv2.INTER_NEAREST,
+                mask_interpolation=cv2.INTER_NEAREST_EXACT,
             )
         )
     if pad_to is not None:
