@@ -417,7 +417,13 @@ def test_size_mismatch(folder_root: Path) -> None:
         dataset[index]
 
 
-def test_empty_split_and_missing_files(voc_root: Path, folder_root: Path) -> None:
+def test_empty_split_and_missing_files(
+    voc_root: Path, folder_root: Path, cityscapes_root: Path
+) -> None:
+    for path in (cityscapes_root / "leftImg8bit/val/frankfurt").iterdir():
+        path.unlink()
+    with pytest.raises(ValueError, match="'val' split is empty.*_leftImg8bit.png.*Fix: unpack"):
+        CityscapesDataModule(root=str(cityscapes_root)).setup("validate")
     (voc_root / "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt").write_text("\n")
     with pytest.raises(ValueError, match="'val' split is empty.*val.txt lists no image ids.*Fix"):
         VOCDataModule(root=str(voc_root)).setup("validate")
@@ -432,3 +438,18 @@ def test_colour_mask_refused(folder_root: Path) -> None:
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(folder_root / "masks/img_0000.png")
     with pytest.raises(ValueError, match="RGB image.*Fix: convert"):
         read_index_mask(folder_root / "masks/img_0000.png")
+
+
+def test_workers_do_not_repeat_augmentations(folder_root: Path) -> None:
+    """Forked workers copy the transform's generator; seed_worker must give each its own."""
+    dm = FolderSegDataModule(root=str(folder_root), batch_size=1, num_workers=2, crop_size=24)
+    dataset = dm.build_dataset("train")
+    dataset.samples = [dataset.samples[0]] * 4  # same image: only augmentation differs
+    dm.datasets["train"] = dataset
+    torch.manual_seed(0)
+    loader = dm.train_dataloader()
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=1, num_workers=2, worker_init_fn=loader.worker_init_fn
+    )  # unshuffled: item 0 from worker 0, item 1 from worker 1
+    masks = [batch["mask"] for batch in loader]
+    assert not torch.equal(masks[0], masks[1])
