@@ -119,8 +119,6 @@ class LoRAFineTuneModule(LightningModule):
         self.noise_offset = noise_offset
         self.snr_gamma = snr_gamma
         self.save_every_n_steps = save_every_n_steps
-        # Checkpoints hold only the LoRA weights; the frozen base is rebuilt from `model`.
-        self.strict_loading = False
 
     # ----------------------------------------------------------------- training
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -227,10 +225,17 @@ class LoRAFineTuneModule(LightningModule):
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep only the LoRA weights (a few MB instead of the whole frozen pipeline)."""
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if k in trainable
         }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Complete a LoRA-only checkpoint with the frozen base just loaded from ``model``."""
+        state = checkpoint["state_dict"]
+        for key, value in self.state_dict().items():
+            state.setdefault(key, value)
 
 
 def _load_base_pipeline(model: str, revision: str | None, base_dtype: str):

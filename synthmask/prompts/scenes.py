@@ -5,7 +5,7 @@ domain ("a car and a person on the road next to a building, a photo of a street 
 cityscapes"), so one image yields a multi-class pseudo-mask. A scene is composed from:
 
 - subjects ("thing" classes: car, person, rider, ...), 1..max_subjects of them;
-- a ground (road / sidewalk / terrain), chosen among the grounds its first subject stands on;
+- a ground (road / sidewalk), chosen among the grounds its first subject stands on;
 - context classes ("stuff" and street furniture: building, vegetation, sky, pole, ...), each
   with its own phrase ("under the {sky}", "next to a {building}").
 
@@ -76,7 +76,7 @@ def _c(name, words, role, weight=1.0, phrase="next to {}", article="a", grounds=
 CITYSCAPES_SCENE_CLASSES: tuple[SceneClass, ...] = (
     _c("road", ["road", "street"], "ground", 4.0, article="the"),
     _c("sidewalk", ["sidewalk", "pavement"], "ground", 2.0, article="the"),
-    _c("terrain", ["grass"], "ground", 0.5, article="the"),
+
     _c("building", ["building", "house"], "context", 3.0, "next to a {}"),
     _c("wall", ["wall"], "context", 0.7, "beside a {}"),
     _c("fence", ["fence"], "context", 0.7, "along a {}"),
@@ -84,6 +84,7 @@ CITYSCAPES_SCENE_CLASSES: tuple[SceneClass, ...] = (
     _c("traffic light", ["traffic light"], "context", 1.0, "near a {}"),
     _c("traffic sign", ["traffic sign", "road sign"], "context", 1.0, "near a {}"),
     _c("vegetation", ["trees", "vegetation"], "context", 2.5, "in front of {}"),
+    _c("terrain", ["grass", "terrain"], "context", 0.7, "next to {}"),
     _c("sky", ["sky"], "context", 2.0, "under the {}"),
     _c("car", ["car"], "subject", 4.0, grounds=["road"]),
     _c("person", ["person", "pedestrian"], "subject", 3.0, grounds=["sidewalk", "road"]),
