@@ -177,17 +177,22 @@ def load_pipeline(cfg: PipelineConfig) -> DiffusionPipeline:
         raise _hub_error(cfg, err) from err
     pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, **scheduler_kwargs)
     if cfg.lora_path is not None:
-        lora = Path(cfg.lora_path).expanduser()
-        if not lora.exists():
-            raise FileNotFoundError(
-                f"LoRA weights {lora} do not exist; give the file or directory written by "
-                "save_lora_weights (e.g. pytorch_lora_weights.safetensors)."
-            )
-        pipe.load_lora_weights(str(lora))
-        pipe.fuse_lora(lora_scale=cfg.lora_scale)
-        pipe.unload_lora_weights()  # keeps the fused weights, drops the adapter modules
+        _fuse_lora(pipe, cfg)
     pipe.to(cfg.device)
     return pipe
+
+
+def _fuse_lora(pipe: DiffusionPipeline, cfg: PipelineConfig) -> None:
+    """Load the LoRA at ``cfg.lora_scale``, merge it into the base weights, drop the adapters.
+
+    Fused weights cost nothing per step and leave plain ``Linear`` layers for capture.
+    """
+    from synthmask.diffusion.lora import load_lora, resolve_lora_weights
+
+    resolve_lora_weights(Path(cfg.lora_path).expanduser())  # clear error when absent
+    load_lora(pipe, Path(cfg.lora_path).expanduser(), scale=cfg.lora_scale)
+    pipe.fuse_lora(lora_scale=1.0)  # the scale is already set on the adapter layers
+    pipe.unload_lora_weights()  # keeps the fused weights, removes the adapter modules
 
 
 def _file_digest(path: Path, block: int = 4 << 20) -> str:
