@@ -139,6 +139,22 @@ def test_pseudo_masks_attn2mask_end_to_end_on_hand_attention() -> None:
     assert reliable[0].tolist() == [[True, True], [True, False]]
 
 
+def test_pseudo_masks_compact_scores_match_dense() -> None:
+    cross = {2: attention({2: [[0.8, 0.1], [0.0, 0.2]], 5: [[0.0, 0.6], [0.1, 0.3]]})}
+    positions = [[(12, [2]), (8, [5])]]
+    config = MaskConfig(interpolation="nearest")
+    dense, margin, _ = pseudo_masks(cross, None, positions, 21, (2, 2), config)
+    compact, margin_c, _ = pseudo_masks(
+        cross, None, positions, 21, (2, 2), config, compact_scores=True
+    )
+    assert compact.class_ids.tolist() == [0, 8, 12] and compact.scores.shape == (1, 3, 2, 2)
+    assert torch.equal(dense.scores[:, [0, 8, 12]], compact.scores)
+    assert torch.isneginf(dense.scores[:, [1, 2, 20]]).all() and dense.class_ids is None
+    assert torch.equal(dense.label, compact.label) and torch.equal(margin, margin_c)
+    with pytest.raises(ValueError, match="outside the foreground ids"):
+        pseudo_masks(cross, None, [[(21, [2])]], 21, (2, 2), config)
+
+
 # ---------------------------------------------------------------- threshold
 def test_threshold_fixed_and_per_class() -> None:
     heat, present = heat_and_present(
@@ -154,6 +170,18 @@ def test_threshold_fixed_and_per_class() -> None:
     assert mask.label[0].tolist() == [[1, 1], [0, 2]]
     assert (mask.label != IGNORE_INDEX).all()
     torch.testing.assert_close(mask.scores[0, 0], torch.zeros(2, 2))
+    # the same through pseudo_masks with real class ids (7 and 9): thresholds follow the ids
+    cross = {2: torch.zeros(1, T, 2, 2)}
+    cross[2][0, 1] = heat[0, 1]
+    cross[2][0, 2] = heat[0, 2]
+    config = MaskConfig(
+        method="threshold", params={"threshold": {7: 0.3, 9: 0.8}}, interpolation="nearest"
+    )
+    pseudo, _, _ = pseudo_masks(cross, None, [[(7, [1]), (9, [2])]], 10, (2, 2), config)
+    # here the heatmaps are min-max normalised first:
+    # heat7 = ([.9,.6],[.2,.4]) -> ([1, 4/7], [0, 2/7]); heat9 = ([.95,.85],[.1,.95]) -> ([1, 15/17], [0, 1])
+    # excess7 = [[.7, .271], [-.3, -.014]]; excess9 = [[.2, .082], [-.8, .2]]
+    assert pseudo.label[0].tolist() == [[7, 7], [0, 9]]
 
 
 def test_threshold_otsu_search_on_bimodal_map() -> None:

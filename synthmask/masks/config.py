@@ -20,7 +20,7 @@ from synthmask.masks.heatmaps import (
 from synthmask.masks.reliability import reliability_margin, reliable_mask
 from synthmask.masks.self_refine import SelfRefineMask
 from synthmask.masks.threshold import ThresholdMask
-from synthmask.masks.types import PseudoMask
+from synthmask.masks.types import IGNORE_INDEX, PseudoMask
 
 MASK_METHODS: dict[str, type] = {
     "attn2mask": Attn2Mask,
@@ -154,6 +154,22 @@ class MaskConfig:
         return cls(**d)
 
 
+def _compact_classes(
+    token_positions: TokenPositions, num_classes: int
+) -> tuple[TokenPositions, list[int]]:
+    """Renumber the classes named in the batch to 1..P (sorted, so argmax ties keep order)."""
+    used = sorted({class_id for mentions in token_positions for class_id, _ in mentions})
+    bad = [c for c in used if not 1 <= c < num_classes]
+    if bad:
+        raise ValueError(
+            f"class ids {bad} are outside the foreground ids 1..{num_classes - 1} (0 is the "
+            "background slot); check num_classes and the vocabulary."
+        )
+    index = {class_id: k for k, class_id in enumerate(used, start=1)}
+    compact = [[(index[c], list(tokens)) for c, tokens in mentions] for mentions in token_positions]
+    return compact, [0, *used]
+
+
 def pseudo_masks(
     cross_attention: dict[int, torch.Tensor],
     self_attention: dict[int, torch.Tensor] | None,
@@ -162,8 +178,13 @@ def pseudo_masks(
     size: tuple[int, int],
     config: MaskConfig | None = None,
     image: torch.Tensor | None = None,
+    compact_scores: bool = False,
 ) -> tuple[PseudoMask, torch.Tensor, torch.Tensor]:
     """Captured attention -> (pseudo-mask, margin, reliable).
+
+    The work runs on the classes the batch names only (background + P classes), so a large
+    vocabulary (ImageNet-S, 920 classes) costs what a small one does; results are identical
+    to running on all C classes.
 
     Args:
         cross_attention: resolution -> (B, T, r, r) attention probabilities.
@@ -173,18 +194,23 @@ def pseudo_masks(
         size: (H, W) of the output masks (the image size).
         config: MaskConfig (default: attn2mask, beta 0.2, top-50% reliability).
         image: (B, H, W, 3) uint8 images, required when config.crf is True.
+        compact_scores: return scores (B, 1 + P, H, W) with `PseudoMask.class_ids` naming
+            the channels, instead of dense (B, C, H, W) scores (-inf for absent classes).
 
     Returns:
-        PseudoMask (label int64 (B, H, W) with 255 ignore, scores (B, C, H, W)),
-        margin float32 (B, H, W), reliable bool (B, H, W).
+        PseudoMask (label int64 (B, H, W) with 255 ignore, scores), margin float32 (B, H, W),
+        reliable bool (B, H, W).
     """
     config = config or MaskConfig()
     method = config.build_method()
+    compact_positions, class_ids = _compact_classes(token_positions, num_classes)
+    if hasattr(method, "for_classes"):  # class-specific parameters follow the renumbering
+        method = method.for_classes(class_ids)
     pseudo = method(
         cross_attention,
         self_attention,
-        token_positions,
-        num_classes,
+        compact_positions,
+        len(class_ids),
         tuple(size),
         **config.heatmap_kwargs(),
     )
@@ -196,4 +222,13 @@ def pseudo_masks(
     reliable = reliable_mask(
         margin, pseudo.label, config.reliability_fraction, config.reliability_threshold
     )
-    return pseudo, margin, reliable
+    ids = torch.tensor(class_ids, dtype=torch.long, device=pseudo.label.device)
+    ignore = pseudo.label == IGNORE_INDEX
+    label = torch.where(ignore, pseudo.label, ids[pseudo.label.masked_fill(ignore, 0)])
+    if compact_scores:
+        return PseudoMask(label, pseudo.scores, class_ids=ids), margin, reliable
+    scores = pseudo.scores.new_full(
+        (pseudo.scores.shape[0], num_classes, *pseudo.scores.shape[2:]), float("-inf")
+    )
+    scores[:, ids] = pseudo.scores
+    return PseudoMask(label, scores), margin, reliable

@@ -108,6 +108,14 @@ class ThresholdMask:
         elif isinstance(self.threshold, str) and self.threshold != "otsu":
             raise ValueError(f"threshold={self.threshold!r}: use a float, a dict, or 'otsu'.")
 
+    def for_classes(self, class_ids: list[int]) -> ThresholdMask:
+        """The same method with per-class thresholds re-keyed to compact ids (pseudo_masks
+        renumbers the classes a batch names to 1..P; class_ids[k] is the class of id k)."""
+        if not isinstance(self.threshold, dict):
+            return self
+        compact = {k: self.threshold[c] for k, c in enumerate(class_ids) if c in self.threshold}
+        return ThresholdMask(compact, self.default_threshold, self.ignore_margin)
+
     def params(self) -> dict[str, Any]:
         threshold = self.threshold
         if isinstance(threshold, dict):

@@ -20,10 +20,13 @@ class PseudoMask:
             prompt does not name are -inf, so they never win an argmax and never count as the
             runner-up of the reliability margin. The scale depends on the method (documented
             there); the reliability rule only ranks margins within a class, so it is scale free.
+        class_ids: None for dense scores (channel c = class c); otherwise int64 (K,) naming
+            the class of each score channel (compact scores, `pseudo_masks(compact_scores=True)`).
     """
 
     label: torch.Tensor
     scores: torch.Tensor
+    class_ids: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.label.dim() != 3 or self.scores.dim() != 4:
