@@ -2,7 +2,8 @@
 
 Fields of a sample as stored in a shard (one uint8 or float16 tensor each):
 - `image`: PNG (RGB) of the uint8 (H, W, 3) image
-- `mask`: PNG (L) of the uint8 (H, W) label map, class ids 0..C-1, 255 = ignore
+- `mask`: PNG (L, or 16-bit I;16 for label spaces over 255 ids) of the uint8/uint16 (H, W)
+  label map, class ids 0..C-1, 255 = ignore
 - `reliability`: PNG (L) of the uint8 (H, W) reliability, 255 = reliable, 0 = unreliable
 - `margin`: float16 (H, W) raw (top1 - top2 score margin)
 - `meta`: UTF-8 JSON of the meta dict
@@ -27,7 +28,7 @@ class SampleRecord:
     """A synthetic sample.
 
     Shape:
-        image: uint8 (H, W, 3); mask: uint8 (H, W), 255 = ignore; reliability: uint8 (H, W),
+        image: uint8 (H, W, 3); mask: uint8 or uint16 (H, W), 255 = ignore; reliability: uint8 (H, W),
         255 = reliable (a bool array is converted to 0/255); margin: float16 (H, W).
     """
 
@@ -55,12 +56,12 @@ class SampleRecord:
                 "convert with (x * 255).round().clip(0, 255).astype(np.uint8) in HWC order."
             )
         hw = img.shape[:2]
-        for name in ("mask", "reliability"):
+        for name, dtypes in (("mask", (np.uint8, np.uint16)), ("reliability", (np.uint8,))):
             arr = getattr(self, name)
-            if arr.dtype != np.uint8 or arr.shape != hw:
+            if arr.dtype not in dtypes or arr.shape != hw:
                 raise ValueError(
-                    f"SampleRecord.{name} must be uint8 {hw} like the image, got {arr.dtype} "
-                    f"{arr.shape}."
+                    f"SampleRecord.{name} must be {'/'.join(d.__name__ for d in dtypes)} {hw} "
+                    f"like the image, got {arr.dtype} {arr.shape}."
                 )
         if self.margin.shape != hw:
             raise ValueError(
@@ -70,16 +71,17 @@ class SampleRecord:
             raise ValueError(f"SampleRecord.meta must be a dict, got {type(self.meta).__name__}.")
 
 
-def _png_bytes(array: np.ndarray, mode: str) -> bytes:
+def _png_bytes(array: np.ndarray) -> bytes:
+    """PNG of uint8 (H, W, 3) -> RGB, uint8 (H, W) -> L, uint16 (H, W) -> I;16."""
     buf = io.BytesIO()
-    Image.fromarray(array, mode=mode).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    Image.fromarray(array).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
 
 
-def _png_array(data: bytes, mode: str) -> np.ndarray:
+def _png_array(data: bytes, modes: tuple[str, ...]) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
-        if img.mode != mode:
-            raise ValueError(f"PNG field has mode {img.mode}, expected {mode}")
+        if img.mode not in modes:
+            raise ValueError(f"PNG field has mode {img.mode}, expected one of {modes}")
         return np.asarray(img)
 
 
@@ -87,9 +89,9 @@ def encode_record(record: SampleRecord) -> dict[str, np.ndarray]:
     """Field name -> 1-D uint8 array (PNG/JSON bytes) or float16 (H, W) array."""
     meta_bytes = json.dumps(record.meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
     return {
-        "image": np.frombuffer(_png_bytes(record.image, "RGB"), dtype=np.uint8),
-        "mask": np.frombuffer(_png_bytes(record.mask, "L"), dtype=np.uint8),
-        "reliability": np.frombuffer(_png_bytes(record.reliability, "L"), dtype=np.uint8),
+        "image": np.frombuffer(_png_bytes(record.image), dtype=np.uint8),
+        "mask": np.frombuffer(_png_bytes(record.mask), dtype=np.uint8),
+        "reliability": np.frombuffer(_png_bytes(record.reliability), dtype=np.uint8),
         "margin": record.margin,
         "meta": np.frombuffer(meta_bytes, dtype=np.uint8),
     }
@@ -97,12 +99,12 @@ def encode_record(record: SampleRecord) -> dict[str, np.ndarray]:
 
 def decode_record(fields: dict[str, bytes]) -> SampleRecord:
     """Inverse of `encode_record` from the raw bytes of each field (margin takes the image's H, W)."""
-    image = _png_array(fields["image"], "RGB")
+    image = _png_array(fields["image"], ("RGB",))
     margin = np.frombuffer(fields["margin"], dtype="<f2").reshape(image.shape[:2])
     return SampleRecord(
         image=image,
-        mask=_png_array(fields["mask"], "L"),
-        reliability=_png_array(fields["reliability"], "L"),
+        mask=_png_array(fields["mask"], ("L", "I;16")),
+        reliability=_png_array(fields["reliability"], ("L",)),
         margin=margin.astype(np.float16),
         meta=json.loads(fields["meta"].decode("utf-8")),
     )

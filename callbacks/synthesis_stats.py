@@ -1,0 +1,113 @@
+"""Synthesis statistics and W&B sample grids for `SyntheticSegDataModule`.
+
+`SynthesisStatsCallback` logs, through the trainer's loggers, the images/s of generation and
+the cache hit rate: those of the ahead-of-time pass once at the start of training, and those of
+the training data pipeline (on-the-fly generation, cache reads) every `log_every_n_steps` and at
+each epoch end. `synthesis_wandb_images` builds `wandb.Image`s of samples with their pseudo-mask
+and reliability overlays (used by the callback and by `datamodule.synthesize()`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from synthmask.cache import SampleRecord
+from synthmask.callbacks.wandb_utils import find_wandb_logger
+
+IGNORE_INDEX = 255
+RELIABILITY_LABELS = {0: "unreliable", 1: "reliable"}
+
+
+def synthesis_wandb_images(
+    records: Sequence[SampleRecord], class_names: Sequence[str]
+) -> list[Any]:
+    """One `wandb.Image` per record: the image with pseudo-mask and reliability overlays."""
+    import wandb
+
+    labels = {**dict(enumerate(class_names)), IGNORE_INDEX: "ignore"}
+    images = []
+    for record in records:
+        prompt = record.meta.get("prompt", {}).get("text", "")
+        present = [class_names[c] for c in record.meta.get("class_ids", []) if c < len(class_names)]
+        images.append(
+            wandb.Image(
+                record.image,
+                caption=f"{prompt} | seed {record.meta.get('seed')} | {', '.join(present)}",
+                masks={
+                    "pseudo_mask": {"mask_data": record.mask, "class_labels": labels},
+                    "reliability": {
+                        "mask_data": (record.reliability > 127).astype(np.uint8),
+                        "class_labels": RELIABILITY_LABELS,
+                    },
+                },
+            )
+        )
+    return images
+
+
+class SynthesisStatsCallback(Callback):
+    """Logs `synth/*` metrics of the data module's synthesis and cache traffic.
+
+    Args:
+        log_every_n_steps: how often (train steps) to log the data-pipeline counters.
+        log_sample_grid: log a grid of synthetic samples to W&B at the start of training.
+        max_grid_images: size of that grid.
+    """
+
+    def __init__(
+        self, log_every_n_steps: int = 50, log_sample_grid: bool = True, max_grid_images: int = 8
+    ) -> None:
+        self.log_every_n_steps = max(1, log_every_n_steps)
+        self.log_sample_grid = log_sample_grid
+        self.max_grid_images = max_grid_images
+
+    @staticmethod
+    def _datamodule(trainer: Trainer) -> Any:
+        dm = getattr(trainer, "datamodule", None)
+        return dm if dm is not None and hasattr(dm, "synthesis_stats") else None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        dm = self._datamodule(trainer)
+        if dm is None or not trainer.is_global_zero:
+            return
+        report = dm.synthesis_report
+        if report is not None and report.total:
+            metrics = {
+                "synth/ahead_images_per_s": report.images_per_second,
+                "synth/ahead_cache_hit_rate": report.cache_hit_rate,
+                "synth/ahead_generated": float(report.generated),
+            }
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+        wandb_logger = find_wandb_logger(trainer)
+        if self.log_sample_grid and wandb_logger is not None:
+            records = dm.sample_records(self.max_grid_images)
+            if records:
+                images = synthesis_wandb_images(records, dm.class_names)
+                wandb_logger.experiment.log({"synth/samples": images}, commit=False)
+
+    def _log_pipeline(self, trainer: Trainer, pl_module: LightningModule, on_step: bool) -> None:
+        dm = self._datamodule(trainer)
+        if dm is None:
+            return
+        stats = dm.synthesis_stats()
+        prefix = "synth/" if on_step else "synth/epoch_"
+        values = {
+            "images_per_s": stats["images_per_second"],
+            "cache_hit_rate": stats["cache_hit_rate"],
+            "generated": stats["generated"],
+        }
+        for name, value in values.items():
+            # Counters of this rank's data pipeline (its workers included); rank 0's are logged.
+            pl_module.log(prefix + name, float(value), on_step=on_step, on_epoch=not on_step)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if (trainer.global_step + 1) % self.log_every_n_steps == 0:
+            self._log_pipeline(trainer, pl_module, on_step=True)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._log_pipeline(trainer, pl_module, on_step=False)

@@ -1,0 +1,319 @@
+"""SyntheticSegDataModule: train on diffusion-synthetic images with attention pseudo-masks,
+validate on a real data module.
+
+Two modes:
+- `ahead`: `setup("fit")` (and `synthmask synthesize --config X.yaml`, which calls
+  `synthesize()`) fills the cache first. Under DDP / torchrun each rank generates the plan
+  indices `rank::world_size`, so every sample is generated exactly once; then all ranks read.
+- `on_the_fly`: nothing is generated up front; the training data pipeline generates the
+  samples it does not find in the cache (inside the DataLoader workers, one writer each) and
+  writes them through, so the second epoch and every rerun only read.
+
+A cached sample is never generated twice: keys are content addressed (model, sampler, capture,
+mask settings, prompt, seed), so changing any of them makes new keys while old ones stay valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from synthmask.cache import SampleCache, SampleRecord
+from synthmask.datamodules.dataset import pad_collate
+from synthmask.datamodules.synthetic_dataset import (
+    SynthesisCounters,
+    SyntheticSegDataset,
+    rank_and_world,
+    seed_synthetic_worker,
+)
+from synthmask.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, build_train_transform
+from synthmask.diffusion.capture import CaptureConfig
+from synthmask.diffusion.pipeline import PipelineConfig, resolve_local_dir
+from synthmask.masks import MaskConfig
+from synthmask.prompts import get_vocabulary
+from synthmask.synthesis import SampleSynthesizer, SynthesisReport, synthesize_into_cache
+from synthmask.synthesis_plan import (
+    LabelSpace,
+    PromptConfig,
+    SampleSpec,
+    build_plan,
+    config_digest,
+    owned_indices,
+)
+
+MODES = ("ahead", "on_the_fly")
+
+
+class SyntheticSegDataModule(LightningDataModule):
+    """Synthetic training data (diffusion + attention pseudo-masks) with real validation data.
+
+    Args:
+        pipeline: diffusion model and sampler (`PipelineConfig`: model hub id or local dir,
+            steps, guidance, scheduler, dtype, device, height/width, LoRA).
+        vocabulary: class vocabulary name ("voc", "cityscapes", "imagenet1k", "imagenet_s50",
+            "imagenet_s300", "imagenet_s919").
+        categories: category list for the ImageNet-S vocabularies (file, folder or wnids).
+        prompts: prompt recipe (templates, augmentation, classes, multi-class, texts).
+        mask: pseudo-mask method and reliability rule (`MaskConfig`).
+        capture: attention capture (`CaptureConfig`: step window, resolutions, self-attention).
+        num_images: size of the synthetic training set.
+        synthesis_batch_size: diffusion batch size.
+        cache_dir: the sample cache (shared by every run with the same settings).
+        mode: "ahead" or "on_the_fly" (see the module docstring).
+        seed: seed of the plan (prompt i and image seed i depend only on it and i).
+        val_data: a real-data module for validation/test (e.g. VOCDataModule); its class count
+            must equal this module's.
+        batch_size, num_workers, crop_size, scale_range, hflip_prob, base_size, mean, std,
+            pin_memory: training loader and augmentation, as in the real data modules.
+        shard_size: samples per cache shard in ahead-of-time synthesis.
+        progress: show the synthesis progress bar (images/s, cache hits).
+        wandb_log: log a sample grid (images, pseudo-masks, reliability) from `synthesize()`:
+            None = when a W&B run is active, True = always (starts a run if needed), False = never.
+        wandb_samples: images in that grid.
+        wandb_project: project of a run started by `wandb_log: true`.
+    """
+
+    def __init__(
+        self,
+        pipeline: PipelineConfig,
+        vocabulary: str = "voc",
+        categories: str | list[str] | None = None,
+        prompts: PromptConfig | None = None,
+        mask: MaskConfig | None = None,
+        capture: CaptureConfig | None = None,
+        num_images: int = 2000,
+        synthesis_batch_size: int = 8,
+        cache_dir: str = "synthmask_cache",
+        mode: str = "ahead",
+        seed: int = 0,
+        val_data: LightningDataModule | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        crop_size: int | list[int] = 512,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        hflip_prob: float = 0.5,
+        base_size: int | None = None,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        pin_memory: bool = False,
+        shard_size: int = 64,
+        progress: bool = True,
+        wandb_log: bool | None = None,
+        wandb_samples: int = 16,
+        wandb_project: str = "synthmask",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["val_data"])
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; use one of {list(MODES)}.")
+        for name, value in (("num_images", num_images), ("synthesis_batch_size", synthesis_batch_size),
+                            ("batch_size", batch_size), ("shard_size", shard_size)):  # fmt: skip
+            if value < 1:
+                raise ValueError(f"{name}={value}; it must be at least 1.")
+        resolve_local_dir(pipeline.model)  # a missing / non-pipeline local dir fails here
+        self.vocabulary = get_vocabulary(vocabulary, categories)
+        self.labels = LabelSpace.from_vocabulary(self.vocabulary)
+        self.prompt_config = prompts or PromptConfig()
+        self.prompt_config.prompts(self.vocabulary, 1, seed)  # unknown classes/templates fail now
+        self.synthesizer = SampleSynthesizer(
+            pipeline, self.labels, capture or CaptureConfig(), mask or MaskConfig()
+        )
+        self.num_images = num_images
+        self.synthesis_batch_size = synthesis_batch_size
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.mode = mode
+        self.seed = seed
+        self.val_data = val_data
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.shard_size = shard_size
+        self.progress = progress
+        self.wandb_log = wandb_log
+        self.wandb_samples = wandb_samples
+        self.wandb_project = wandb_project
+        self.train_transform = build_train_transform(
+            crop_size, scale_range, hflip_prob, base_size, mean, std
+        )
+        self.train_transform.add_targets({"reliability": "mask", "margin": "mask"})
+        self.counters = SynthesisCounters()
+        self.synthesis_report: SynthesisReport | None = None
+        self._specs: list[SampleSpec] | None = None
+        self._train: SyntheticSegDataset | None = None
+        self._check_val_classes()
+
+    # ------------------------------------------------------------------ classes
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.labels.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return self.labels.num_classes
+
+    def _check_val_classes(self) -> None:
+        if self.val_data is None:
+            return
+        val_classes = getattr(self.val_data, "num_classes", None)
+        if val_classes is not None and val_classes != self.num_classes:
+            raise ValueError(
+                f"val_data {type(self.val_data).__name__} has {val_classes} classes but vocabulary "
+                f"{self.vocabulary.name!r} gives {self.num_classes}. Fix: pick the vocabulary of "
+                "the validation data set (e.g. voc for VOCDataModule)."
+            )
+        val_names = list(getattr(self.val_data, "class_names", []) or [])
+        if val_names and val_names[1:] != self.class_names[1:]:
+            warnings.warn(
+                f"class names of val_data differ from vocabulary {self.vocabulary.name!r} "
+                f"(e.g. {val_names[1:4]} vs {self.class_names[1:4]}); check that ids match.",
+                stacklevel=2,
+            )
+
+    # ------------------------------------------------------------------ plan
+    def plan(self) -> list[SampleSpec]:
+        """The (prompt, seed, key) of every training sample (built once)."""
+        if self._specs is None:
+            prompts = self.prompt_config.prompts(self.vocabulary, self.num_images, self.seed)
+            self._specs = build_plan(prompts, self.seed, self.synthesizer.fingerprint())
+        return self._specs
+
+    def _open_cache(self) -> SampleCache:
+        cache = SampleCache(self.cache_dir)
+        fingerprint = self.synthesizer.fingerprint()
+        record = cache.root / "configs" / f"{config_digest(fingerprint)}.json"
+        if not record.exists():  # what produced the keys, for humans and audits
+            try:
+                record.parent.mkdir(exist_ok=True)
+                temp = record.with_suffix(f".tmp{os.getpid()}")
+                temp.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
+                os.replace(temp, record)
+            except OSError:
+                pass  # a read-only cache can still be read; writers report the problem
+        return cache
+
+    # ------------------------------------------------------------------ synthesis
+    def synthesize(self, log_to_wandb: bool = True) -> SynthesisReport:
+        """Fill the cache with this rank's share of the plan (`rank::world_size`), resumably.
+
+        Under an initialized process group all ranks wait for each other at the end.
+        """
+        rank, world = rank_and_world()
+        specs = self.plan()
+        mine = [specs[i] for i in owned_indices(len(specs), rank, world)]
+        cache = self._open_cache()
+        report = synthesize_into_cache(
+            self.synthesizer,
+            cache,
+            mine,
+            self.synthesis_batch_size,
+            writer_label=f"r{rank}",
+            shard_size=self.shard_size,
+            progress=self.progress,
+            desc=f"synthesize rank {rank}/{world}" if world > 1 else "synthesize",
+        )
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        self.synthesis_report = report
+        if log_to_wandb and rank == 0:
+            self._log_wandb(report)
+        return report
+
+    def _log_wandb(self, report: SynthesisReport) -> None:
+        if self.wandb_log is False:
+            return
+        import wandb
+
+        run, started = wandb.run, False
+        if run is None:
+            if not self.wandb_log:
+                return
+            run = wandb.init(
+                project=self.wandb_project, job_type="synthesize", config=dict(self.hparams)
+            )
+            started = True
+        from synthmask.callbacks.synthesis_stats import synthesis_wandb_images
+
+        run.log(
+            {
+                "synth/samples": synthesis_wandb_images(
+                    self.sample_records(self.wandb_samples), self.class_names
+                ),
+                "synth/ahead_images_per_s": report.images_per_second,
+                "synth/ahead_cache_hit_rate": report.cache_hit_rate,
+                "synth/ahead_generated": report.generated,
+            }
+        )
+        if started:
+            run.finish()
+
+    def sample_records(self, count: int) -> list[SampleRecord]:
+        """The first `count` cached samples of the plan (none generated)."""
+        cache = SampleCache(self.cache_dir, create=False) if self.cache_dir.is_dir() else None
+        if cache is None:
+            return []
+        found = (cache.get(spec.key) for spec in self.plan()[: max(0, count) * 4])
+        return [record for record in found if record is not None][:count]
+
+    def synthesis_stats(self) -> dict[str, float]:
+        """Counters of the training data pipeline (hits, generated, images/s, hit rate)."""
+        return self.counters.snapshot()
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        SampleCache(self.cache_dir)  # creates it; a clear error if it cannot be written
+        if self.val_data is not None:
+            self.val_data.prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self._train is None:
+            if self.mode == "ahead":
+                self.synthesize(log_to_wandb=False)  # fit logs via SynthesisStatsCallback
+            self._open_cache()
+            self._train = SyntheticSegDataset(
+                self.plan(),
+                self.cache_dir,
+                self.train_transform,
+                synthesizer=self.synthesizer,  # regenerates samples lost to corruption too
+                synthesis_batch_size=self.synthesis_batch_size,
+                counters=self.counters,
+            )
+        if self.val_data is not None:
+            self.val_data.setup(stage)
+
+    def train_dataloader(self) -> DataLoader:
+        if self._train is None:
+            self.setup("fit")
+        uses_cuda = str(self.synthesizer.pipeline.device).startswith("cuda")
+        spawn = self.mode == "on_the_fly" and uses_cuda and self.num_workers > 0
+        return DataLoader(
+            self._train,
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            collate_fn=pad_collate,
+            worker_init_fn=seed_synthetic_worker,
+            drop_last=len(self._train) >= self.batch_size,
+            # CUDA cannot be used in forked workers: generate in spawned ones.
+            multiprocessing_context="spawn" if spawn else None,
+        )
+
+    def val_dataloader(self) -> Any:
+        return self.val_data.val_dataloader() if self.val_data is not None else []
+
+    def test_dataloader(self) -> Any:
+        return self.val_data.test_dataloader() if self.val_data is not None else []
+
+    def teardown(self, stage: str | None = None) -> None:
+        if self._train is not None:
+            self._train.close()
+        if self.val_data is not None:
+            self.val_data.teardown(stage)

@@ -1,0 +1,213 @@
+"""The synthesis engine: plan specs -> diffusion with attention capture -> pseudo-masks ->
+cache records. Pure core (no Lightning); the data module and `synthmask synthesize` wrap it.
+What to generate (plan, prompts, label space) lives in `synthesis_plan.py`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from synthmask.cache import SampleCache, SampleRecord
+from synthmask.diffusion.capture import CaptureConfig
+from synthmask.diffusion.pipeline import PipelineConfig, load_pipeline, pipeline_fingerprint
+from synthmask.diffusion.sampling import generate_with_attention
+from synthmask.diffusion.tokens import class_token_positions
+from synthmask.masks import IGNORE_INDEX, MaskConfig, pseudo_masks
+from synthmask.synthesis_plan import LabelSpace, SampleSpec, batched, config_digest
+
+
+@dataclass
+class SampleSynthesizer:
+    """Generates cache records for specs with one (lazily loaded) diffusion pipeline.
+
+    Args:
+        pipeline: which model and sampler settings.
+        capture: which attention to record (self-attention is switched on when the mask
+            method needs it).
+        mask: how attention becomes a pseudo-mask and reliability.
+        labels: vocabulary id -> stored label id (see LabelSpace).
+    """
+
+    pipeline: PipelineConfig
+    labels: LabelSpace
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+
+    def __post_init__(self) -> None:
+        if self.mask.build_method().needs_self_attention and not self.capture.self_attention:
+            raise ValueError(
+                f"mask method {self.mask.method!r} refines with self-attention, but "
+                "capture.self_attention is false. Fix: set capture.self_attention: true "
+                "(and capture.self_resolutions, e.g. [32])."
+            )
+        self._pipe = None
+        self._fingerprint: dict[str, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_pipe"] = None  # DataLoader workers load their own pipeline when they need it
+        return state
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything besides prompt and seed that determines a sample (the cache-key config)."""
+        if self._fingerprint is None:
+            cfg = self.pipeline
+            self._fingerprint = {
+                "generator": pipeline_fingerprint(cfg),
+                "dtype": cfg.dtype,
+                "scheduler": cfg.scheduler,
+                "steps": cfg.num_inference_steps,
+                "guidance": cfg.guidance_scale,
+                "height": cfg.height,
+                "width": cfg.width,
+                "capture": self.capture.to_json(),
+                "mask": self.mask.to_dict(),
+                "labels": list(self.labels.vocab_to_label),
+            }
+        return self._fingerprint
+
+    @property
+    def pipe(self) -> Any:
+        if self._pipe is None:
+            pipe = load_pipeline(self.pipeline)
+            if not any(".attn2." in name for name in pipe.unet.attn_processors):
+                raise ValueError(
+                    f"the UNet of {self.pipeline.model!r} has no cross-attention (attn2) layers, "
+                    "so class words cannot be located. Fix: use a text-conditioned UNet "
+                    "(UNet2DConditionModel with CrossAttn*Block2D blocks)."
+                )
+            self._pipe = pipe
+        return self._pipe
+
+    def generate(self, specs: Sequence[SampleSpec]) -> list[SampleRecord]:
+        """Synthesize `specs` as one diffusion batch.
+
+        Masks are computed over the classes the batch's prompts name (local ids, so a 919-class
+        vocabulary costs no more than VOC), then stored as label ids (`self.labels`).
+
+        Shape:
+            each record: image uint8 (H, W, 3), mask uint8/uint16 (H, W), reliability (H, W),
+            margin float16 (H, W).
+        """
+        pipe, cfg = self.pipe, self.pipeline
+        prompts = [spec.prompt for spec in specs]
+        vocab_positions = [class_token_positions(pipe.tokenizer, prompt) for prompt in prompts]
+        used = sorted({class_id for pos in vocab_positions for class_id, _ in pos})
+        if len(used) >= IGNORE_INDEX:
+            raise ValueError(
+                f"one synthesis batch names {len(used)} classes; lower synthesis_batch_size."
+            )
+        local = {class_id: j for j, class_id in enumerate(used, start=1)}
+        positions = [[(local[c], tokens) for c, tokens in pos] for pos in vocab_positions]
+        out = generate_with_attention(
+            pipe,
+            prompts,
+            [spec.seed for spec in specs],
+            self.capture,
+            cfg.num_inference_steps,
+            cfg.guidance_scale,
+            cfg.height,
+            cfg.width,
+        )
+        size = tuple(out.images.shape[1:3])
+        device = next(iter(out.cross_attention.values())).device
+        pseudo, margin, reliable = pseudo_masks(
+            out.cross_attention,
+            out.self_attention or None,
+            positions,
+            len(used) + 1,
+            size,
+            self.mask,
+            image=out.images.to(device),
+        )
+        local_to_label = np.full(IGNORE_INDEX + 1, IGNORE_INDEX, dtype=np.int64)
+        local_to_label[: len(used) + 1] = [self.labels.vocab_to_label[c] for c in [0, *used]]
+        labels = local_to_label[pseudo.label.cpu().numpy()].astype(self.labels.mask_dtype)
+        margins = margin.float().cpu().numpy().astype(np.float16)
+        reliables = reliable.cpu().numpy()
+        digest = config_digest(self.fingerprint())
+        records = []
+        for i, spec in enumerate(specs):
+            present = sorted(int(c) for c in np.unique(labels[i]) if c != IGNORE_INDEX)
+            meta = {
+                "index": spec.index,
+                "prompt": spec.prompt.to_json(),
+                "seed": spec.seed,
+                "key": spec.key,
+                "class_ids": present,
+                "config_sha256": digest,
+            }
+            records.append(
+                SampleRecord(out.images[i].numpy(), labels[i], reliables[i], margins[i], meta)
+            )
+        return records
+
+
+@dataclass
+class SynthesisReport:
+    """What a synthesis pass did: `cache_hits + generated == total`."""
+
+    total: int = 0
+    cache_hits: int = 0
+    generated: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.generated / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cache_hit_rate(self) -> float:
+        return self.cache_hits / self.total if self.total else 0.0
+
+
+def synthesize_into_cache(
+    synthesizer: SampleSynthesizer,
+    cache: SampleCache,
+    specs: Sequence[SampleSpec],
+    batch_size: int,
+    writer_label: str,
+    shard_size: int = 64,
+    progress: bool = True,
+    desc: str = "synthesize",
+    on_generated: Callable[[Sequence[SampleSpec], list[SampleRecord]], None] | None = None,
+) -> SynthesisReport:
+    """Generate the specs missing from `cache` in batches and write them through one writer.
+
+    The progress bar shows images/s of generation and the number of cache hits. Resumable:
+    after a kill, rerunning skips every key already in a finished shard.
+    """
+    cache.refresh()
+    missing = [spec for spec in specs if spec.key not in cache]
+    report = SynthesisReport(total=len(specs), cache_hits=len(specs) - len(missing))
+    bar = tqdm(
+        total=len(specs), initial=report.cache_hits, unit="img", desc=desc, disable=not progress
+    )
+    bar.set_postfix(img_s="-", cache_hits=report.cache_hits)
+    try:
+        if missing:
+            with cache.writer(writer_label, shard_size=shard_size) as writer:
+                for chunk in batched(missing, batch_size):
+                    start = time.perf_counter()
+                    with torch.inference_mode():
+                        records = synthesizer.generate(chunk)
+                    report.seconds += time.perf_counter() - start
+                    for spec, record in zip(chunk, records, strict=True):
+                        writer.add(spec.key, record)
+                    report.generated += len(chunk)
+                    if on_generated is not None:
+                        on_generated(chunk, records)
+                    bar.update(len(chunk))
+                    bar.set_postfix(
+                        img_s=f"{report.images_per_second:.2f}", cache_hits=report.cache_hits
+                    )
+    finally:
+        bar.close()
+    return report
