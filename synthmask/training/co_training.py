@@ -72,7 +72,9 @@ def co_training_loss(
         band (B, H, W) {0, 1} or None -> CoTrainingLoss of scalars
     """
     if len(logits) != 2:
-        raise ValueError(f"co_training_loss needs the logits of exactly 2 networks, got {len(logits)}")
+        raise ValueError(
+            f"co_training_loss needs the logits of exactly 2 networks, got {len(logits)}"
+        )
     if not 0.0 <= confidence_threshold < 1.0:
         raise ValueError(
             f"confidence_threshold={confidence_threshold} must be in [0, 1) (0 keeps every peer label)"

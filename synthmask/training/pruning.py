@@ -118,7 +118,9 @@ def select_reliable_samples(
         -> kept indices int64 (K,), ascending
     """
     if not 0.0 <= share < 1.0:
-        raise ValueError(f"pruning share={share} must be in [0, 1) (the fraction of samples dropped)")
+        raise ValueError(
+            f"pruning share={share} must be in [0, 1) (the fraction of samples dropped)"
+        )
     scores = sample_scores(stats, score)
     groups = dominant_class(stats) if per_class else torch.zeros(len(stats), dtype=torch.int64)
     keep = torch.ones(len(stats), dtype=torch.bool)
