@@ -61,6 +61,11 @@ class LoRAFineTuneModule(LightningModule):
         noise_offset: offset noise strength (0 = plain noise).
         snr_gamma: Min-SNR loss weighting gamma (None = plain MSE; 5.0 is the usual value).
         save_every_n_steps: also save the LoRA every n optimizer steps (None = only at the end).
+        caption_override: if set, every image is captioned with this text instead of the batch's
+            ``caption`` (e.g. a data module whose captions name classes: the adaptation stays
+            unlabeled).
+        image_key: batch key of the images in [-1, 1] (``pixel_values``; ``image`` for
+            ``ShapesCaptionDataModule``).
     """
 
     def __init__(
@@ -81,6 +86,8 @@ class LoRAFineTuneModule(LightningModule):
         noise_offset: float = 0.0,
         snr_gamma: float | None = None,
         save_every_n_steps: int | None = None,
+        caption_override: str | None = None,
+        image_key: str = "pixel_values",
     ) -> None:
         super().__init__()
         if base_dtype not in _DTYPES:
@@ -119,6 +126,17 @@ class LoRAFineTuneModule(LightningModule):
         self.noise_offset = noise_offset
         self.snr_gamma = snr_gamma
         self.save_every_n_steps = save_every_n_steps
+        self.caption_override = caption_override
+        self.image_key = image_key
+
+    def setup(self, stage: str) -> None:
+        # Half-precision frozen weights are a GPU memory saving; CPU kernels for them are slow
+        # or missing, so the same config also runs (as float32) on a CPU.
+        if self._trainer is not None and self.trainer.strategy.root_device.type == "cpu":
+            for model in (self.unet, self.vae, self.text_encoder):
+                if model.dtype != torch.float32:
+                    rank_zero_info(f"synthmask: {type(model).__name__} cast to float32 on CPU")
+                    model.to(torch.float32)
 
     # ----------------------------------------------------------------- training
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -146,7 +164,8 @@ class LoRAFineTuneModule(LightningModule):
 
     def denoising_loss(self, batch: dict) -> torch.Tensor:
         """Noise-prediction MSE (target per the scheduler's prediction_type) for one batch."""
-        latents = self.encode_images(batch["pixel_values"]).float()
+        images = self._images(batch)
+        latents = self.encode_images(images).float()
         noise = torch.randn_like(latents)
         if self.noise_offset:
             noise = noise + self.noise_offset * torch.randn(
@@ -156,7 +175,10 @@ class LoRAFineTuneModule(LightningModule):
         timesteps = torch.randint(0, num_train, (latents.shape[0],), device=latents.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         target = self.prediction_target(latents, noise, timesteps)
-        text = self.encode_captions(batch["caption"])
+        captions = (
+            [self.caption_override] * len(images) if self.caption_override else batch["caption"]
+        )
+        text = self.encode_captions(captions)
         unet_dtype = self.unet.dtype
         pred = self.unet(noisy.to(unet_dtype), timesteps, text.to(unet_dtype), return_dict=False)[
             0
@@ -164,6 +186,14 @@ class LoRAFineTuneModule(LightningModule):
         if self.snr_gamma is None:
             return F.mse_loss(pred, target)
         return self._min_snr_loss(pred, target, timesteps)
+
+    def _images(self, batch: dict) -> torch.Tensor:
+        if self.image_key not in batch:
+            raise KeyError(
+                f"the batch has no {self.image_key!r} images (keys: {sorted(batch)}); set "
+                "LoRAFineTuneModule.image_key to the key of the [-1, 1] images."
+            )
+        return batch[self.image_key]
 
     def prediction_target(
         self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
@@ -190,8 +220,15 @@ class LoRAFineTuneModule(LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.denoising_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["pixel_values"].shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(self._images(batch)))
         return loss
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # Only tensors move: batches may carry Prompt dataclasses (ShapesCaptionDataModule),
+        # which Lightning's collection mapping rejects.
+        if isinstance(batch, dict):
+            return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         step = self.global_step

@@ -28,7 +28,7 @@ from synthmask.prompts.scenes import (
     cityscapes_scene_composer,
     shapes_scene_composer,
 )
-from synthmask.prompts.vocab import cityscapes_vocabulary
+from synthmask.prompts.vocab import Vocabulary, VocabularyClass, cityscapes_vocabulary
 from tests.fixtures_datasets import make_cityscapes
 
 IMAGE = 16  # tiny pipeline: latent 8 -> image 16
@@ -77,6 +77,7 @@ def _write_images(folder: Path, n: int, color=(200, 40, 40), size=(20, 24)) -> N
 def trained(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """A LoRAFineTuneModule trained for 12 steps by a Lightning Trainer on 8 tiny images."""
     import lightning as L
+
     from synthmask.datamodules.unlabeled_images import UnlabeledImagesDataModule
     from synthmask.lightning_modules.lora_finetune import LoRAAdamW, LoRAFineTuneModule
 
@@ -267,7 +268,7 @@ def test_unlabeled_cityscapes_layout_and_errors(tmp_path: Path) -> None:
 # ----------------------------------------------------------------- scene prompts
 def test_scene_prompt_exact_text_and_spans() -> None:
     composer = ScenePromptComposer(
-        class_names=["background", "road", "car", "sky"],
+        vocabulary=Vocabulary("toy", tuple(VocabularyClass(n, n) for n in ("road", "car", "sky"))),
         scene_classes=[
             SceneClass("road", ("road",), "ground", article="the"),
             SceneClass("car", ("car",), "subject", grounds=("road",)),

@@ -10,8 +10,10 @@ cityscapes"), so one image yields a multi-class pseudo-mask. A scene is composed
   with its own phrase ("under the {sky}", "next to a {building}").
 
 Every class mention becomes a ``ClassWord`` whose span indexes the final text, and whose id is
-the class's index in the data set's class list. Prompts are a pure function of
-(seed, index), so any worker/rank can build prompt i on its own.
+the class's vocabulary id (``synthmask.prompts.vocab``: 0 = background slot, classes 1..K).
+Prompts are a pure function of (seed, index), so any worker/rank can build prompt i on its own.
+The composer has ``PromptGenerator``'s interface (``vocabulary``, ``prompt(i)``,
+``generate(n, start)``), so it can stand wherever a prompt generator is expected.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from synthmask.prompts.types import ClassWord, Prompt
+from synthmask.prompts.vocab import Vocabulary, VocabularyClass, cityscapes_vocabulary
 
 ROLES = ("subject", "ground", "context")
 
@@ -32,7 +35,7 @@ class SceneClass:
     """How one class takes part in a scene.
 
     Attributes:
-        name: the class name in the data set's class list (its index is the class id).
+        name: the class name in the vocabulary (its vocabulary id is the class id).
         words: surface words for it (the first is canonical); one is drawn per mention.
         role: "subject" (a thing in front), "ground" (what subjects stand on) or "context".
         weight: relative chance of being drawn within its role.
@@ -100,11 +103,11 @@ CITYSCAPES_SCENE_SUFFIX = "a photo of a street scene, cityscapes"
 
 @dataclass
 class ScenePromptComposer:
-    """Deterministic multi-class scene prompts over a data set's class list.
+    """Deterministic multi-class scene prompts over a vocabulary.
 
     Args:
-        class_names: the data set's class list; a class's id is its index here.
-        scene_classes: role/words/phrases per class (names must be in ``class_names``).
+        vocabulary: the classes (a class word's id is its vocabulary id; 0 = background).
+        scene_classes: role/words/phrases per class (names must be in the vocabulary).
         min_subjects, max_subjects: subject classes per prompt (distinct classes).
         min_context, max_context: context phrases per prompt.
         ground_prob: chance the ground is named (needs a ground class).
@@ -118,7 +121,7 @@ class ScenePromptComposer:
     a photo of a street scene, cityscapes".
     """
 
-    class_names: Sequence[str]
+    vocabulary: Vocabulary
     scene_classes: Sequence[SceneClass] = CITYSCAPES_SCENE_CLASSES
     min_subjects: int = 1
     max_subjects: int = 2
@@ -133,7 +136,6 @@ class ScenePromptComposer:
     _by_name: dict[str, SceneClass] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.class_names = list(self.class_names)
         self._by_name = {sc.name: sc for sc in self.scene_classes}
         for sc in self.scene_classes:
             self.class_id(sc.name)
@@ -161,15 +163,20 @@ class ScenePromptComposer:
         if self.modifier_prob > 0 and not self.modifiers:
             raise ValueError("modifier_prob > 0 but modifiers is empty; give e.g. colour words.")
 
+    @property
+    def class_names(self) -> list[str]:
+        return self.vocabulary.class_names
+
     def class_id(self, name: str) -> int:
-        """Index of ``name`` in ``class_names``; KeyError with close matches."""
-        if name in self.class_names:
-            return self.class_names.index(name)
-        close = difflib.get_close_matches(name, self.class_names, n=3)
+        """Vocabulary id of class ``name``; KeyError with close matches."""
+        names = self.vocabulary.class_names[1:]
+        if name in names:
+            return names.index(name) + 1
+        close = difflib.get_close_matches(name, names, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise KeyError(
-            f"scene class {name!r} is not in the data set's class list{hint}; valid names: "
-            f"{', '.join(self.class_names)}."
+            f"scene class {name!r} is not in vocabulary {self.vocabulary.name!r}{hint}; valid "
+            f"names: {', '.join(names)}."
         )
 
     def _role(self, role: str) -> list[SceneClass]:
@@ -179,9 +186,11 @@ class ScenePromptComposer:
         digest = hashlib.sha256(f"scene:{self.seed}:{index}".encode()).digest()
         return random.Random(int.from_bytes(digest[:8], "little"))
 
-    def prompts(self, n: int, start: int = 0) -> list[Prompt]:
-        """Prompts ``start .. start + n - 1``."""
+    def generate(self, n: int, start: int = 0) -> list[Prompt]:
+        """Prompts ``start .. start + n - 1`` (``PromptGenerator.generate``'s interface)."""
         return [self.prompt(i) for i in range(start, start + n)]
+
+    prompts = generate
 
     def prompt(self, index: int) -> Prompt:
         """Prompt number ``index`` (same seed and index -> same prompt)."""
@@ -299,10 +308,8 @@ def cityscapes_scene_composer(
 ) -> ScenePromptComposer:
     """Street-scene prompts over ``cityscapes_vocabulary()``: class id = vocabulary id
     (background slot 0, road 1, ..., bicycle 19 = trainId + 1)."""
-    from synthmask.prompts.vocab import cityscapes_vocabulary
-
     return ScenePromptComposer(
-        class_names=cityscapes_vocabulary().class_names,
+        vocabulary=cityscapes_vocabulary(),
         scene_classes=CITYSCAPES_SCENE_CLASSES,
         min_subjects=min_subjects,
         max_subjects=max_subjects,
@@ -314,6 +321,14 @@ def cityscapes_scene_composer(
 
 
 SHAPES_SCENE_PREFIX = "a picture of "
+
+
+def shapes_vocabulary(shapes: Sequence[str] | None = None) -> Vocabulary:
+    """The shapes world's classes as a vocabulary: background 0, shape i -> id i + 1."""
+    from synthmask.world.shapes import DEFAULT_SHAPES, class_names
+
+    names = class_names(tuple(DEFAULT_SHAPES if shapes is None else shapes))[1:]
+    return Vocabulary("shapes", tuple(VocabularyClass(n, n) for n in names))
 
 
 def shapes_scene_composer(
@@ -336,7 +351,7 @@ def shapes_scene_composer(
         synonyms: draw shape synonyms too ("disk" for circle), else the class name only.
     """
     from synthmask.world.palette import PALETTE
-    from synthmask.world.shapes import DEFAULT_SHAPES, class_names, get_shape
+    from synthmask.world.shapes import DEFAULT_SHAPES, get_shape
 
     shapes = tuple(DEFAULT_SHAPES if shapes is None else shapes)
     scene_classes = tuple(
@@ -348,7 +363,7 @@ def shapes_scene_composer(
         for name in shapes
     )
     return ScenePromptComposer(
-        class_names=class_names(shapes),
+        vocabulary=shapes_vocabulary(shapes),
         scene_classes=scene_classes,
         min_subjects=min_objects,
         max_subjects=max_objects,
