@@ -42,7 +42,7 @@ class ShapesWorldDataModule(LightningDataModule):
         num_workers: DataLoader workers (persistent when > 0).
         normalize: ImageNet mean/std normalization (else pixels in [0, 1]).
         hflip: random horizontal flips in training.
-        cache: render each split once in `setup` instead of every epoch.
+        cache: keep rendered scenes in memory (each is rendered once, on first access).
     """
 
     def __init__(

@@ -75,8 +75,9 @@ class ShapesSegmentationDataset(Dataset):
 
     `image` is float32 (3, H, W), ImageNet-normalized when `normalize` (else [0, 1]); `mask` is
     int64 (H, W) class ids. `hflip` mirrors image and mask with probability 0.5 (torch RNG).
-    `cache` renders every scene once at construction (uint8, 4 bytes a pixel) so epochs after the
-    first cost no rendering; DataLoader workers share the arrays copy-on-write.
+    `cache` keeps every rendered scene (uint8, 4 bytes a pixel, allocated up front but filled on
+    first access), so epochs after the first cost no rendering. Each DataLoader worker process
+    fills its own copy.
     """
 
     def __init__(
@@ -87,30 +88,25 @@ class ShapesSegmentationDataset(Dataset):
         self.hflip = hflip
         self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-        self._images: np.ndarray | None = None
-        self._masks: np.ndarray | None = None
+        self.cache = cache
         if cache:
-            scenes = [world[i] for i in range(len(world))]
-            size = world.config.image_size
-            self._images = (
-                np.stack([s.image for s in scenes])
-                if scenes
-                else np.zeros((0, size, size, 3), np.uint8)
-            )
-            self._masks = (
-                np.stack([s.mask for s in scenes])
-                if scenes
-                else np.zeros((0, size, size), np.uint8)
-            )
+            n, size = len(world), world.config.image_size
+            self._images = np.zeros((n, size, size, 3), dtype=np.uint8)
+            self._masks = np.zeros((n, size, size), dtype=np.uint8)
+            self._filled = np.zeros(n, dtype=bool)
 
     def __len__(self) -> int:
         return len(self.world)
 
     def _arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._images is not None and self._masks is not None:
-            return self._images[index], self._masks[index]
-        scene = self.world[index]
-        return scene.image, scene.mask
+        if not self.cache:
+            scene = self.world[index]
+            return scene.image, scene.mask
+        if not self._filled[index]:
+            scene = self.world[index]
+            self._images[index], self._masks[index] = scene.image, scene.mask
+            self._filled[index] = True
+        return self._images[index], self._masks[index]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_u8, mask_u8 = self._arrays(index)
