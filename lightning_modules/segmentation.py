@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -9,6 +11,7 @@ from torch import nn
 
 from synthmask.models.losses import (
     IGNORE_INDEX,
+    ReliabilityOptions,
     check_reliability_mode,
     reliability_weighted_cross_entropy,
 )
@@ -18,14 +21,28 @@ from synthmask.models.optim import DeepLabSGD, PolyLR
 # How many samples of the first validation batch are kept for media callbacks.
 STORED_VAL_SAMPLES = 8
 
+# A network builder called with the class count, e.g. a config's DeepLabV3Plus without num_classes.
+NetFactory = Callable[[int], nn.Module]
+
+
+def _built_by_cli() -> bool:
+    """True while LightningCLI instantiates this module (it then supplies the hparams)."""
+    try:
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    except ImportError:  # private API moved: fall back to leaving the net out
+        return False
+    return _given_hyperparameters.get() is not None
+
 
 class SegmentationModule(LightningModule):
     """Semantic segmentation training: ``net(image) -> logits``, CE with ignore 255 and an
     optional per-pixel weight map (batch key ``"reliability"``), mIoU per split.
 
     Args:
-        net: the segmentation network (e.g. ``synthmask.models.DeepLabV3Plus``), injected by config.
-            Its output channels must equal ``num_classes``.
+        net: the segmentation network (e.g. ``synthmask.models.DeepLabV3Plus``), injected by config,
+            or a factory called as ``net(num_classes)``. A config whose net ``init_args`` leave
+            ``num_classes`` out yields the factory, so the class count comes from the data alone;
+            a net built with its own count must output exactly ``num_classes`` channels.
         num_classes: number of classes incl. background (linked from ``data.num_classes``).
         class_names: names for per-class logging (linked from ``data.class_names``);
             ``class_<i>`` when None.
@@ -33,8 +50,13 @@ class SegmentationModule(LightningModule):
         lr_scheduler: stepped every optimizer step. The default ``PolyLR`` (power 0.9, min lr 1e-5)
             runs over ``trainer.estimated_stepping_batches`` when its ``total_steps`` is unset.
         reliability_mode: how the batch's ``"reliability"`` map enters the loss, one of
-            ``synthmask.models.losses.RELIABILITY_MODES`` (``"weight"`` multiplies each pixel's
-            CE by it; ``"none"`` ignores it). Batches without the key count every pixel fully.
+            ``synthmask.models.losses.RELIABILITY_MODES``: ``"none"`` (plain CE), ``"ignore"``
+            (unreliable pixels left out), ``"weight"`` (unreliable pixels weighted by
+            ``unreliable_weight``; 0 multiplies each pixel's CE by the map), ``"margin"`` (soft
+            weight from the batch's ``"margin"`` map). Batches without the map count every pixel
+            fully.
+        unreliable_weight: ``weight`` mode: weight of a fully unreliable pixel (0..1).
+        margin_scale: ``margin`` mode: margins at or above it get weight 1.
         log_per_class_iou: also log ``<split>/IoU/<class name>`` scalars each epoch.
 
     Attributes:
@@ -45,29 +67,38 @@ class SegmentationModule(LightningModule):
 
     def __init__(
         self,
-        net: nn.Module,
+        net: nn.Module | NetFactory,
         num_classes: int,
         class_names: list[str] | None = None,
         optimizer: OptimizerCallable = DeepLabSGD,
         lr_scheduler: LRSchedulerCallable = PolyLR,
         reliability_mode: str = "weight",
         log_per_class_iou: bool = True,
+        unreliable_weight: float = 0.0,
+        margin_scale: float = 1.0,
     ) -> None:
         super().__init__()
         check_reliability_mode(reliability_mode)
+        self.reliability_options = ReliabilityOptions(
+            unreliable_weight=unreliable_weight, margin_scale=margin_scale
+        )
+        if not isinstance(net, nn.Module):
+            net = net(num_classes)
         net_classes = getattr(net, "num_classes", None)
         if net_classes is not None and net_classes != num_classes:
             raise ValueError(
                 f"the net outputs {net_classes} classes but SegmentationModule.num_classes is "
-                f"{num_classes}; set the net's num_classes to {num_classes} (in configs link "
-                "data.num_classes to model.init_args.net.init_args.num_classes)"
+                f"{num_classes}; remove num_classes from the net's init_args (it is then taken "
+                f"from the data) or set it to {num_classes}"
             )
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(
                 f"class_names has {len(class_names)} entries but num_classes is {num_classes}; "
                 "give one name per class (background included)"
             )
-        self.save_hyperparameters(ignore=["net"])
+        # Under LightningCLI the hparams are the parsed config (the net as class_path/init_args), so
+        # load_from_checkpoint can rebuild the net; a hand-built net object is kept out of them.
+        self.save_hyperparameters(ignore=[] if _built_by_cli() else ["net"])
         self.net = net
         self.num_classes = num_classes
         self.class_names = (
@@ -105,7 +136,12 @@ class SegmentationModule(LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
         loss = reliability_weighted_cross_entropy(
-            logits, batch["mask"], batch.get("reliability"), mode=self.reliability_mode
+            logits,
+            batch["mask"],
+            batch.get("reliability"),
+            mode=self.reliability_mode,
+            margin=batch.get("margin"),
+            options=self.reliability_options,
         )
         self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
         return loss

@@ -3,8 +3,10 @@
     synthmask fit --config experiments/folder_example.yaml --data.init_args.root=/path/to/set
     synthmask synthesize --config experiments/<synthetic>.yaml
 
-``data.num_classes`` and ``data.class_names`` are linked into the model (and ``num_classes`` into
-the model's net) at instantiation, so a config states the class count only once: in the data.
+``data.num_classes`` and ``data.class_names`` are linked into ``model.init_args`` at instantiation
+(a link whose source or target does not exist is skipped, so modules / data modules without class
+counts work too). The segmentation net's config leaves ``num_classes`` out: SegmentationModule
+builds the net from it with its own ``num_classes``, so a config states the count once, in the data.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger
-from lightning.pytorch.utilities import rank_zero_info
 
 SYNTHESIZE = "synthesize"
 
@@ -54,16 +55,15 @@ class SynthmaskCLI(LightningCLI):
         parser.link_arguments(
             "data.class_names", "model.init_args.class_names", apply_on="instantiate"
         )
-        parser.link_arguments(
-            "data.num_classes", "model.init_args.net.init_args.num_classes", apply_on="instantiate"
-        )
 
     def after_fit(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
         miou = self.trainer.callback_metrics.get("val/mIoU")
         if miou is None:
-            rank_zero_info("synthmask: no validation ran, so there is no val/mIoU to report")
+            print("synthmask: no validation ran, so there is no val/mIoU to report")
         else:
-            rank_zero_info(f"synthmask: final val/mIoU = {float(miou):.4f}")
+            print(f"synthmask: final val/mIoU = {float(miou):.4f}")
 
 
 class _DataOnlyCLI(SynthmaskCLI):

@@ -1,0 +1,305 @@
+"""Every experiment config runs through the CLI in-process (fast_dev_run, tiny overrides); sweep
+specs parse through the same CLI; ``synthmask synthesize`` builds only the data module.
+
+How a config is shrunk (``tiny_overrides``): trainer keys for one CPU step; the keys in
+``SMALL_DATA_ARGS`` only where the config sets them; a DeepLabV3+ net becomes a tiny
+``test_resnet`` one; data classes in ``fixture_data_args`` get a fixture set in the real layout;
+diffusion modules get the tiny random SD pipeline instead of hub / shipped / previous-run weights.
+The run's working directory is a tmp dir holding symlinks to the repository's top-level entries,
+so repository-relative inputs resolve while outputs (``runs/`` ...) land in tmp.
+
+Owners of other configs can add overrides without editing this file: a ``tests/fixtures_*.py``
+module may define ``EXPERIMENT_OVERRIDES = {"<config stem>": fn(tmp_path) -> list[str]}``
+(appended last, so they win) and ``EXPERIMENT_SKIPS = {"<config stem>": "reason"}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import runpy
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from fixtures_datasets import make_cityscapes, make_folder_dataset, make_imagenet_s, make_voc
+from fixtures_segmentation import TINY_NET_ARGS
+
+from synthmask.cli import SynthmaskCLI, main
+from synthmask.lightning_modules.segmentation import SegmentationModule
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
+SWEEPS = sorted((REPO / "experiments" / "sweeps").glob("*.yaml"))
+# Top-level entries not mirrored into a test's working directory (outputs of earlier runs).
+NOT_MIRRORED = {"runs", "outputs", "data", "wandb", "lightning_logs", "checkpoints", "cache"}
+
+SMALL_DATA_ARGS = {
+    "batch_size": 2,
+    "val_batch_size": 2,
+    "num_workers": 0,
+    "crop_size": 32,
+    "val_pad_to": "null",
+    "val_resize": "null",
+    "pin_memory": "false",
+    "resolution": 32,
+    "max_images": 2,
+}
+
+FixtureBuilder = Callable[[Path], list[str]]
+
+
+def fixture_data_args() -> dict[str, FixtureBuilder]:
+    """Data class path -> builder of a tiny real-layout data set, returning CLI overrides."""
+    return {
+        "synthmask.datamodules.voc.VOCDataModule": lambda tmp: [
+            f"--data.init_args.root={make_voc(tmp / 'voc')}",
+            "--data.init_args.use_sbd=false",
+        ],
+        "synthmask.datamodules.cityscapes.CityscapesDataModule": lambda tmp: [
+            f"--data.init_args.root={make_cityscapes(tmp / 'cityscapes')}"
+        ],
+        "synthmask.datamodules.folder.FolderSegDataModule": lambda tmp: [
+            f"--data.init_args.root={make_folder_dataset(tmp / 'folder')}"
+        ],
+        "synthmask.datamodules.imagenet_s.ImageNetSDataModule": lambda tmp: [
+            f"--data.init_args.root={make_imagenet_s(tmp / 'imagenet-s')}",
+            "--data.init_args.subset=50",
+        ],
+        # Either layout is satisfied by the Cityscapes fixture (its images are under root).
+        "synthmask.datamodules.unlabeled_images.UnlabeledImagesDataModule": lambda tmp: [
+            f"--data.init_args.root={make_cityscapes(tmp / 'cityscapes')}"
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SD pipeline directory (built on first use, once per module)."""
+    from synthmask.diffusion.tiny import build_tiny_pipeline
+
+    save_dir = tmp_path_factory.mktemp("tiny_sd") / "pipe"
+    build_tiny_pipeline(save_dir, sample_size=16, text_layers=1)
+    return save_dir
+
+
+def diffusion_overrides(model_init: dict, pipeline: Callable[[], Path]) -> list[str]:
+    """Point diffusion modules at the tiny pipeline (keys only where the config sets them)."""
+    args = []
+    if isinstance(model_init.get("model"), str):  # a pipeline path or hub id
+        args.append(f"--model.init_args.model={pipeline()}")
+    if model_init.get("vae_dir"):
+        args.append(f"--model.init_args.vae_dir={pipeline() / 'vae'}")
+    if "base_dtype" in model_init:
+        args.append("--model.init_args.base_dtype=float32")
+    if "gradient_checkpointing" in model_init:
+        args.append("--model.init_args.gradient_checkpointing=false")
+    return args
+
+
+def _hooks(name: str) -> dict:
+    """Merge dict ``name`` over the tests/fixtures_*.py modules that define it."""
+    merged: dict = {}
+    for path in sorted(Path(__file__).parent.glob("fixtures_*.py")):
+        if name in path.read_text():
+            merged |= getattr(importlib.import_module(path.stem), name, {})
+    return merged
+
+
+def tiny_overrides(config: dict, tmp_path: Path, pipeline: Callable[[], Path]) -> list[str]:
+    """CLI arguments that make ``config`` run in seconds on a CPU (see the module docstring)."""
+    args = [
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.strategy=auto",
+        "--trainer.precision=32-true",
+        "--trainer.sync_batchnorm=false",
+        "--trainer.fast_dev_run=true",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+    logger = (config.get("trainer") or {}).get("logger") or {}
+    if isinstance(logger, dict) and str(logger.get("class_path", "")).endswith("WandbLogger"):
+        args += [
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+            "--trainer.logger.init_args.offline=true",
+        ]
+    model = config.get("model") or {}
+    model_init = model.get("init_args") or {}
+    net = model_init.get("net") or {}
+    if str(net.get("class_path", "")).endswith("DeepLabV3Plus"):
+        args += TINY_NET_ARGS + ["--model.init_args.net.init_args.pretrained=false"]
+    if "diffusion" in str(model.get("class_path")) or "lora" in str(model.get("class_path")):
+        args += diffusion_overrides(model_init, pipeline)
+    data = config.get("data") or {}
+    data_init = data.get("init_args") or {}
+    args += [f"--data.init_args.{k}={v}" for k, v in SMALL_DATA_ARGS.items() if k in data_init]
+    builder = fixture_data_args().get(data.get("class_path", ""))
+    if builder is not None:
+        args += builder(tmp_path)
+    return args
+
+
+def mirror_repository(workdir: Path) -> None:
+    """Symlink the repository's top-level entries into ``workdir`` (outputs excluded)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for entry in REPO.iterdir():
+        if not entry.name.startswith(".") and entry.name not in NOT_MIRRORED:
+            (workdir / entry.name).symlink_to(entry)
+
+
+def test_experiments_exist() -> None:
+    names = {p.name for p in EXPERIMENTS}
+    assert {"voc_real.yaml", "cityscapes_real.yaml", "folder_example.yaml"} <= names
+    assert SWEEPS, "experiments/sweeps/ holds no sweep spec"
+
+
+@pytest.mark.parametrize("config_path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_experiment_config_runs_through_cli(
+    config_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, request
+) -> None:
+    reason = _hooks("EXPERIMENT_SKIPS").get(config_path.stem)
+    if reason:
+        pytest.skip(reason)
+    workdir = tmp_path / "work"
+    mirror_repository(workdir)
+    monkeypatch.chdir(workdir)
+    config = yaml.safe_load(config_path.read_text())
+    args = [
+        "fit",
+        "--config",
+        str(config_path),
+        *tiny_overrides(config, tmp_path, lambda: request.getfixturevalue("tiny_pipeline")),
+    ]
+    hook = _hooks("EXPERIMENT_OVERRIDES").get(config_path.stem)
+    if hook is not None:
+        args += hook(tmp_path)
+    cli = main(args)
+    assert isinstance(cli, SynthmaskCLI)
+    assert cli.trainer.state.finished and cli.trainer.global_step == 1  # one optimizer step
+    if not isinstance(cli.model, SegmentationModule):
+        return
+    model, data = cli.model, cli.datamodule
+    # data -> model links: one class count everywhere, names passed through.
+    assert model.num_classes == data.num_classes
+    assert list(model.class_names) == list(data.class_names)
+    if hasattr(model.net, "classifier"):
+        assert model.net.num_classes == data.num_classes
+        assert model.net.classifier.out_channels == data.num_classes
+    miou = float(cli.trainer.callback_metrics["val/mIoU"])
+    assert 0.0 <= miou <= 1.0
+    assert f"final val/mIoU = {miou:.4f}" in capsys.readouterr().out
+    opt_cfg = (config["model"].get("init_args") or {}).get("optimizer") or {}
+    lr = (opt_cfg.get("init_args") or {}).get("lr")
+    if lr is not None:
+        assert cli.trainer.optimizers[0].param_groups[0]["initial_lr"] == lr
+
+
+def test_fixture_registry_names_importable_classes() -> None:
+    import importlib
+
+    for class_path in fixture_data_args():
+        module, name = class_path.rsplit(".", 1)
+        assert hasattr(importlib.import_module(module), name), class_path
+
+
+def _parameter_value(spec: dict):
+    if "value" in spec:
+        return spec["value"]
+    if "values" in spec:
+        return spec["values"][-1]
+    return spec["min"]
+
+
+@pytest.mark.parametrize("sweep_path", SWEEPS, ids=lambda p: p.stem)
+def test_sweep_spec_parses_through_cli(sweep_path: Path, capsys) -> None:
+    sweep = yaml.safe_load(sweep_path.read_text())
+    assert sweep["metric"]["name"] == "val/mIoU" and sweep["metric"]["goal"] == "maximize"
+    command = sweep["command"]
+    assert "${args}" in command and "fit" in command
+    fixed = command[command.index("fit") + 1 : command.index("${args}")]
+    config = REPO / fixed[fixed.index("--config") + 1]
+    assert config.is_file(), f"{sweep_path.name} points at a missing config {config}"
+    fixed[fixed.index("--config") + 1] = str(config)
+    # ${args} expands to --<name>=<value> (wandb's create_sweep_command_args).
+    swept = {name: _parameter_value(spec) for name, spec in sweep["parameters"].items()}
+    args = ["fit", *fixed, *[f"--{k}={v}" for k, v in swept.items()], "--print_config"]
+    with pytest.raises(SystemExit) as exit_info:
+        SynthmaskCLI(args=args)
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    for name, value in swept.items():
+        node = printed
+        for part in name.split("."):
+            node = node[part]
+        assert node == value, name
+
+
+def test_synthesize_builds_only_the_data_module_and_calls_synthesize() -> None:
+    base = [
+        "synthesize",
+        "--model=synthmask.lightning_modules.segmentation.SegmentationModule",
+        "--data=fixtures_segmentation.TinySegDataModule",
+        *TINY_NET_ARGS,
+        # Building the net would fail on this name: synthesize must not build it.
+        "--model.init_args.net.init_args.encoder_name=not_a_timm_model",
+    ]
+    datamodule = main([*base, "--data.init_args.with_synthesize=true"])
+    assert datamodule.synthesize_calls == 1
+    with pytest.raises(ValueError, match="has no synthesize\\(\\) method"):
+        main(base)
+
+
+TINY_FIT = [
+    "fit",
+    "--model=synthmask.lightning_modules.segmentation.SegmentationModule",
+    "--data=fixtures_segmentation.TinySegDataModule",
+    *TINY_NET_ARGS,
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+def test_net_class_count_contradicting_the_data_is_reported() -> None:
+    args = [
+        *TINY_FIT,
+        "--model.init_args.net.init_args.num_classes=5",
+        "--trainer.fast_dev_run=true",
+    ]
+    with pytest.raises(ValueError, match="outputs 5 classes.*num_classes is 3"):
+        main(args)
+
+
+def test_class_count_from_data_reaches_net_and_checkpoint_reloads(tmp_path: Path) -> None:
+    cli = main(
+        [
+            *TINY_FIT,
+            "--data.init_args.num_classes=4",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1",
+            "--trainer.limit_val_batches=1",
+            "--trainer.num_sanity_val_steps=0",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert cli.model.num_classes == 4 and cli.model.net.num_classes == 4
+    assert cli.model.class_names == ["background", "thing1", "thing2", "thing3"]
+    checkpoint = next(tmp_path.rglob("*.ckpt"))
+    reloaded = SegmentationModule.load_from_checkpoint(checkpoint).eval()
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(reloaded(images), cli.model.eval()(images))
+    assert reloaded.class_names == cli.datamodule.class_names
+    assert reloaded.net.classifier.out_channels == 4
+
+
+def test_python_dash_m_synthmask_is_the_cli(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["synthmask", "fit", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("synthmask", run_name="__main__")
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--config" in out and "--model" in out and "--data" in out
