@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from lightning.pytorch import LightningModule, Trainer
+
 from synthmask.callbacks.wandb_utils import WandbCallback, class_names_of
 
 

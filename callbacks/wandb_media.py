@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
+
 from synthmask.callbacks.wandb_utils import WandbCallback, class_names_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

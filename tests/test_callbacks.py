@@ -14,6 +14,7 @@ from fixtures_segmentation import TinySegDataModule
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
+
 from synthmask.callbacks.iou_table import PerClassIoUTable
 from synthmask.callbacks.wandb_media import (
     IMAGENET_MEAN,
@@ -22,7 +23,6 @@ from synthmask.callbacks.wandb_media import (
     denormalize_to_uint8,
 )
 from synthmask.lightning_modules.segmentation import SegmentationModule
-
 from synthmask.models import DeepLabV3Plus
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from fixtures_segmentation import ConstantLogitsNet, TinySegDataModule
 from lightning.pytorch import LightningDataModule, Trainer
-from synthmask.lightning_modules.segmentation import SegmentationModule
 from torch.utils.data import DataLoader
 
+from synthmask.lightning_modules.segmentation import SegmentationModule
 from synthmask.models import DeepLabV3Plus, PolyLR
 
 
