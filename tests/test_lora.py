@@ -22,11 +22,11 @@ from synthmask.diffusion.lora import (
 from synthmask.diffusion.pipeline import PipelineConfig, load_pipeline, pipeline_fingerprint
 from synthmask.diffusion.tiny import build_tiny_pipeline
 from synthmask.diffusion.tokens import class_token_positions
+from synthmask.prompts.scene_config import ScenePromptConfig
 from synthmask.prompts.scenes import (
     SceneClass,
     ScenePromptComposer,
-    cityscapes_scene_composer,
-    shapes_scene_composer,
+    shapes_vocabulary,
 )
 from synthmask.prompts.vocab import Vocabulary, VocabularyClass, cityscapes_vocabulary
 from tests.fixtures_datasets import make_cityscapes
@@ -284,14 +284,11 @@ def test_scene_prompt_exact_text_and_spans() -> None:
 
 def test_cityscapes_scene_prompts_are_multiclass_and_deterministic(tiny_dir: Path) -> None:
     vocab = cityscapes_vocabulary()
-    composer = cityscapes_scene_composer(seed=3)
-    prompts = composer.prompts(200)
-    assert [p.text for p in prompts[:20]] == [
-        p.text for p in cityscapes_scene_composer(3).prompts(20)
-    ]
-    assert [p.text for p in prompts[:20]] != [
-        p.text for p in cityscapes_scene_composer(4).prompts(20)
-    ]
+    config = ScenePromptConfig(scenes="cityscapes")
+    composer = config.composer(vocab, seed=3)
+    prompts = config.prompts(vocab, 200, seed=3)
+    assert prompts == composer.generate(200)
+    assert [p.text for p in prompts[:20]] != [p.text for p in config.prompts(vocab, 20, seed=4)]
     assert composer.prompt(57) == prompts[57]
     word_class = {w: vocab.class_id(sc.name) for sc in composer.scene_classes for w in sc.words}
     things = {vocab.class_id(n) for n in ("person", "rider", "car", "truck", "bus", "train",
@@ -313,10 +310,38 @@ def test_cityscapes_scene_prompts_are_multiclass_and_deterministic(tiny_dir: Pat
 
 
 def test_shapes_scene_prompts_use_world_ids() -> None:
-    composer = shapes_scene_composer(seed=0, max_objects=3)
-    names = composer.class_names
-    assert names[0] == "background"
-    for p in composer.prompts(50):
+    from synthmask.world.shapes import class_names
+
+    vocab = shapes_vocabulary()
+    assert vocab.class_names == class_names()  # background 0, shape i -> i + 1 as in the world
+    prompts = ScenePromptConfig(scenes="shapes", max_subjects=3).prompts(vocab, 50, seed=0)
+    for p in prompts:
         assert p.text.startswith("a picture of ")
         assert 1 <= len(p.class_words) <= 3 and len(set(p.class_ids)) == len(p.class_words)
-        assert all(names[w.class_id] == w.word for w in p.class_words)
+        assert all(vocab.class_names[w.class_id] == w.word for w in p.class_words)
+    assert max(len(p.class_words) for p in prompts) == 3
+    with pytest.raises(ValueError, match="shapes-world vocabulary"):
+        ScenePromptConfig(scenes="shapes").prompts(cityscapes_vocabulary(), 1, seed=0)
+    with pytest.raises(KeyError, match="cityscapes"):
+        ScenePromptConfig(scenes="citiscapes")
+
+
+def test_scene_prompts_give_multiclass_pseudo_masks_with_the_lora(trained, tiny_dir: Path) -> None:
+    from synthmask.datamodules.synthetic import SyntheticSegDataModule
+
+    data = SyntheticSegDataModule(
+        pipeline=PipelineConfig(
+            model=str(tiny_dir), num_inference_steps=2, lora_path=str(trained["lora_dir"])
+        ),
+        vocabulary="cityscapes",
+        prompts=ScenePromptConfig(scenes="cityscapes", min_subjects=2),
+        num_images=2, synthesis_batch_size=2, cache_dir=str(trained["tmp"] / "cache"),
+        batch_size=2, crop_size=IMAGE, scale_range=(1.0, 1.0), hflip_prob=0.0, progress=False,
+    )  # fmt: skip
+    assert data.num_classes == 19
+    data.setup("fit")
+    vocab = cityscapes_vocabulary()
+    for record, spec in zip(data.sample_records(2), data.plan(), strict=True):
+        named = {vocab.dataset_label(c) for c in spec.prompt.class_ids}  # train ids
+        found = set(np.unique(record.mask).tolist()) - {255}
+        assert len(named) >= 3 and found <= named and len(found) >= 2, (spec.prompt.text, found)

@@ -13,7 +13,8 @@ Every class mention becomes a ``ClassWord`` whose span indexes the final text, a
 the class's vocabulary id (``synthmask.prompts.vocab``: 0 = background slot, classes 1..K).
 Prompts are a pure function of (seed, index), so any worker/rank can build prompt i on its own.
 The composer has ``PromptGenerator``'s interface (``vocabulary``, ``prompt(i)``,
-``generate(n, start)``), so it can stand wherever a prompt generator is expected.
+``generate(n, start)``); ``synthmask.prompts.scene_config.ScenePromptConfig`` builds one for
+Cityscapes street scenes or the shapes world and serves as a synthesis plan's prompt recipe.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from synthmask.prompts.types import ClassWord, Prompt
-from synthmask.prompts.vocab import Vocabulary, VocabularyClass, cityscapes_vocabulary
+from synthmask.prompts.vocab import Vocabulary, VocabularyClass
 
 ROLES = ("subject", "ground", "context")
 
@@ -298,28 +299,6 @@ class _TextBuilder:
         return Prompt(text=self.text, class_words=tuple(self.class_words))
 
 
-def cityscapes_scene_composer(
-    seed: int = 0,
-    min_subjects: int = 1,
-    max_subjects: int = 2,
-    min_context: int = 1,
-    max_context: int = 2,
-    suffix: str = CITYSCAPES_SCENE_SUFFIX,
-) -> ScenePromptComposer:
-    """Street-scene prompts over ``cityscapes_vocabulary()``: class id = vocabulary id
-    (background slot 0, road 1, ..., bicycle 19 = trainId + 1)."""
-    return ScenePromptComposer(
-        vocabulary=cityscapes_vocabulary(),
-        scene_classes=CITYSCAPES_SCENE_CLASSES,
-        min_subjects=min_subjects,
-        max_subjects=max_subjects,
-        min_context=min_context,
-        max_context=max_context,
-        suffix=suffix,
-        seed=seed,
-    )
-
-
 SHAPES_SCENE_PREFIX = "a picture of "
 
 
@@ -329,50 +308,3 @@ def shapes_vocabulary(shapes: Sequence[str] | None = None) -> Vocabulary:
 
     names = class_names(tuple(DEFAULT_SHAPES if shapes is None else shapes))[1:]
     return Vocabulary("shapes", tuple(VocabularyClass(n, n) for n in names))
-
-
-def shapes_scene_composer(
-    shapes: Sequence[str] | None = None,
-    seed: int = 0,
-    min_objects: int = 1,
-    max_objects: int = 3,
-    colors: Sequence[str] | None = None,
-    color_prob: float = 0.5,
-    synonyms: bool = False,
-    prefix: str = SHAPES_SCENE_PREFIX,
-    suffix: str = "",
-) -> ScenePromptComposer:
-    """Scene prompts for the shapes world in its caption grammar: "a picture of a red star,
-    a ring and a blue cross" (class ids: background 0, shape i -> i + 1, as in the world).
-
-    Args:
-        shapes: the world's shape classes (None = ``synthmask.world.shapes.DEFAULT_SHAPES``).
-        colors: colour words (None = the world's palette); ``color_prob`` per object.
-        synonyms: draw shape synonyms too ("disk" for circle), else the class name only.
-    """
-    from synthmask.world.palette import PALETTE
-    from synthmask.world.shapes import DEFAULT_SHAPES, get_shape
-
-    shapes = tuple(DEFAULT_SHAPES if shapes is None else shapes)
-    scene_classes = tuple(
-        SceneClass(
-            name,
-            get_shape(name).synonyms if synonyms else (name,),
-            "subject",
-        )  # fmt: skip
-        for name in shapes
-    )
-    return ScenePromptComposer(
-        vocabulary=shapes_vocabulary(shapes),
-        scene_classes=scene_classes,
-        min_subjects=min_objects,
-        max_subjects=max_objects,
-        min_context=0,
-        max_context=0,
-        ground_prob=0.0,
-        suffix=suffix,
-        prefix=prefix,
-        modifiers=tuple(PALETTE if colors is None else colors),
-        modifier_prob=color_prob if (colors is None or colors) else 0.0,
-        seed=seed,
-    )

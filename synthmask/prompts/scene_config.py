@@ -1,0 +1,109 @@
+"""ScenePromptConfig: multi-class scene prompts as a plan's prompt recipe.
+
+Same interface as ``synthmask.synthesis_plan.PromptConfig`` (``prompts(vocabulary,
+num_prompts, seed) -> list[Prompt]``), so a synthetic data module can take either: templates
+with one class per prompt, or whole scenes naming several classes (Technique 3).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from synthmask.prompts.scenes import (
+    CITYSCAPES_SCENE_CLASSES,
+    CITYSCAPES_SCENE_SUFFIX,
+    SHAPES_SCENE_PREFIX,
+    SceneClass,
+    ScenePromptComposer,
+)
+from synthmask.prompts.types import Prompt
+from synthmask.prompts.vocab import Vocabulary
+
+SCENE_SETS = ("cityscapes", "shapes")
+
+
+@dataclass
+class ScenePromptConfig:
+    """How a plan's scene prompts are composed.
+
+    Attributes:
+        scenes: "cityscapes" (street scenes: subjects on a road/sidewalk with context classes)
+            or "shapes" (several shape classes, optional colours, in the shapes-world grammar).
+        min_subjects, max_subjects: subject (thing / shape) classes per prompt.
+        min_context, max_context: context (stuff) classes per prompt (street scenes only).
+        prefix: text before the scene (None = the set's default: "" / "a picture of ").
+        suffix: text after ", " (None = the set's default: the Cityscapes LoRA caption "a photo
+            of a street scene, cityscapes" / none). Match it to the LoRA's training caption.
+        color_prob: shapes only: chance an object's colour is named.
+        synonyms: shapes only: draw shape synonyms ("disk") as well as class names.
+    """
+
+    scenes: str = "cityscapes"
+    min_subjects: int = 1
+    max_subjects: int = 2
+    min_context: int = 1
+    max_context: int = 2
+    prefix: str | None = None
+    suffix: str | None = None
+    color_prob: float = 0.5
+    synonyms: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scenes not in SCENE_SETS:
+            close = difflib.get_close_matches(self.scenes, SCENE_SETS, n=2)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise KeyError(f"unknown scene set {self.scenes!r}{hint}; valid: {list(SCENE_SETS)}.")
+
+    def composer(self, vocabulary: Vocabulary, seed: int) -> ScenePromptComposer:
+        """The composer over ``vocabulary`` (class ids = its vocabulary ids)."""
+        if self.scenes == "cityscapes":
+            return ScenePromptComposer(
+                vocabulary=vocabulary,
+                scene_classes=CITYSCAPES_SCENE_CLASSES,
+                min_subjects=self.min_subjects,
+                max_subjects=self.max_subjects,
+                min_context=self.min_context,
+                max_context=self.max_context,
+                prefix=self.prefix or "",
+                suffix=CITYSCAPES_SCENE_SUFFIX if self.suffix is None else self.suffix,
+                seed=seed,
+            )
+        return self._shapes_composer(vocabulary, seed)
+
+    def _shapes_composer(self, vocabulary: Vocabulary, seed: int) -> ScenePromptComposer:
+        from synthmask.world.palette import PALETTE
+        from synthmask.world.shapes import get_shape
+
+        scene_classes = []
+        for cls in vocabulary.classes:
+            try:
+                spec = get_shape(cls.name)
+            except KeyError as err:
+                raise ValueError(
+                    f"scenes='shapes' needs a shapes-world vocabulary, but {vocabulary.name!r} "
+                    f"has class {cls.name!r}: {err}. Fix: use the shapes vocabulary."
+                ) from err
+            words = spec.synonyms if self.synonyms else (cls.word,)
+            scene_classes.append(SceneClass(cls.name, tuple(words), "subject"))
+        return ScenePromptComposer(
+            vocabulary=vocabulary,
+            scene_classes=tuple(scene_classes),
+            min_subjects=self.min_subjects,
+            max_subjects=self.max_subjects,
+            min_context=0,
+            max_context=0,
+            ground_prob=0.0,
+            prefix=SHAPES_SCENE_PREFIX if self.prefix is None else self.prefix,
+            suffix=self.suffix or "",
+            modifiers=tuple(PALETTE),
+            modifier_prob=self.color_prob,
+            seed=seed,
+        )
+
+    def prompts(self, vocabulary: Vocabulary, num_prompts: int, seed: int) -> list[Prompt]:
+        """The first ``num_prompts`` scene prompts (prompt i depends only on seed and i)."""
+        return self.composer(vocabulary, seed).generate(num_prompts)
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
