@@ -275,6 +275,7 @@ class SyntheticSegDataModule(LightningDataModule):
         if stage in (None, "fit") and self._train is None:
             if self.mode == "ahead":
                 self.synthesize(log_to_wandb=False)  # fit logs via SynthesisStatsCallback
+                self.synthesizer.release()  # training needs the memory; reloaded on a miss
             self._open_cache()
             self._train = SyntheticSegDataset(
                 self.plan(),

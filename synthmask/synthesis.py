@@ -23,6 +23,10 @@ from synthmask.masks import IGNORE_INDEX, MaskConfig, pseudo_masks
 from synthmask.synthesis_plan import LabelSpace, SampleSpec, batched, config_digest
 
 
+def _shifted(vocab_id: int) -> int:
+    return vocab_id if vocab_id < IGNORE_INDEX else vocab_id + 1
+
+
 @dataclass
 class SampleSynthesizer:
     """Generates cache records for specs with one (lazily loaded) diffusion pipeline.
@@ -54,6 +58,10 @@ class SampleSynthesizer:
         state = self.__dict__.copy()
         state["_pipe"] = None  # DataLoader workers load their own pipeline when they need it
         return state
+
+    def release(self) -> None:
+        """Drop the loaded pipeline (frees its GPU memory before training)."""
+        self._pipe = None
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything besides prompt and seed that determines a sample (the cache-key config)."""
@@ -89,8 +97,8 @@ class SampleSynthesizer:
     def generate(self, specs: Sequence[SampleSpec]) -> list[SampleRecord]:
         """Synthesize `specs` as one diffusion batch.
 
-        Masks are computed over the classes the batch's prompts name (local ids, so a 919-class
-        vocabulary costs no more than VOC), then stored as label ids (`self.labels`).
+        Masks are computed over the classes the batch's prompts name (so a 919-class vocabulary
+        costs no more than VOC), then stored as label ids (`self.labels`).
 
         Shape:
             each record: image uint8 (H, W, 3), mask uint8/uint16 (H, W), reliability (H, W),
@@ -98,14 +106,12 @@ class SampleSynthesizer:
         """
         pipe, cfg = self.pipe, self.pipeline
         prompts = [spec.prompt for spec in specs]
-        vocab_positions = [class_token_positions(pipe.tokenizer, prompt) for prompt in prompts]
-        used = sorted({class_id for pos in vocab_positions for class_id, _ in pos})
-        if len(used) >= IGNORE_INDEX:
-            raise ValueError(
-                f"one synthesis batch names {len(used)} classes; lower synthesis_batch_size."
-            )
-        local = {class_id: j for j, class_id in enumerate(used, start=1)}
-        positions = [[(local[c], tokens) for c, tokens in pos] for pos in vocab_positions]
+        # Vocabulary ids >= 255 shift up by one, so that 255 only ever means "ignore" in the
+        # masks pseudo_masks returns (identity for vocabularies under 255 classes).
+        positions = [
+            [(_shifted(c), tokens) for c, tokens in class_token_positions(pipe.tokenizer, prompt)]
+            for prompt in prompts
+        ]
         out = generate_with_attention(
             pipe,
             prompts,
@@ -118,18 +124,22 @@ class SampleSynthesizer:
         )
         size = tuple(out.images.shape[1:3])
         device = next(iter(out.cross_attention.values())).device
+        vocab_to_label = self.labels.vocab_to_label
         pseudo, margin, reliable = pseudo_masks(
             out.cross_attention,
             out.self_attention or None,
             positions,
-            len(used) + 1,
+            _shifted(len(vocab_to_label) - 1) + 1,
             size,
             self.mask,
             image=out.images.to(device),
+            compact_scores=True,  # pseudo_masks works on the named classes only
         )
-        local_to_label = np.full(IGNORE_INDEX + 1, IGNORE_INDEX, dtype=np.int64)
-        local_to_label[: len(used) + 1] = [self.labels.vocab_to_label[c] for c in [0, *used]]
-        labels = local_to_label[pseudo.label.cpu().numpy()].astype(self.labels.mask_dtype)
+        lut_size = max(_shifted(len(vocab_to_label)), IGNORE_INDEX + 1)
+        shifted_to_label = np.full(lut_size, IGNORE_INDEX, dtype=np.int64)
+        shifted_to_label[[_shifted(v) for v in range(len(vocab_to_label))]] = vocab_to_label
+        shifted_to_label[IGNORE_INDEX] = IGNORE_INDEX
+        labels = shifted_to_label[pseudo.label.cpu().numpy()].astype(self.labels.mask_dtype)
         margins = margin.float().cpu().numpy().astype(np.float16)
         reliables = reliable.cpu().numpy()
         digest = config_digest(self.fingerprint())

@@ -71,7 +71,7 @@ class PromptConfig:
             augmenter = WordNetAugmenter(vocabulary) if self.augment else None
             parsed = [parse_prompt(text, vocabulary, augmenter) for text in self.texts]
             return [parsed[i % len(parsed)] for i in range(num_prompts)]
-        generator = PromptGenerator(
+        generator = PromptGenerator(  # raises on a template without a {class} slot
             vocabulary,
             templates=self._template_list(self.templates, "template"),
             augment=self.augment,
