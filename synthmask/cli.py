@@ -57,13 +57,23 @@ class SynthmaskCLI(LightningCLI):
         )
 
     def after_fit(self) -> None:
+        self._print_metric("val/mIoU", "final ")
+
+    def after_validate(self) -> None:
+        self._print_metric("val/mIoU")
+
+    def after_test(self) -> None:
+        self._print_metric("test/mIoU")
+
+    def _print_metric(self, name: str, prefix: str = "") -> None:
+        """Print the metric on global rank zero (a plain line for users and scripts)."""
         if not self.trainer.is_global_zero:
             return
-        miou = self.trainer.callback_metrics.get("val/mIoU")
-        if miou is None:
-            print("synthmask: no validation ran, so there is no val/mIoU to report")
+        value = self.trainer.callback_metrics.get(name)
+        if value is None:
+            print(f"synthmask: no {name} was logged (no validation/test ran)")
         else:
-            print(f"synthmask: final val/mIoU = {float(miou):.4f}")
+            print(f"synthmask: {prefix}{name} = {float(value):.6f}")
 
 
 class _DataOnlyCLI(SynthmaskCLI):

@@ -190,7 +190,7 @@ def test_experiment_config_runs_through_cli(
         assert model.net.classifier.out_channels == data.num_classes
     miou = float(cli.trainer.callback_metrics["val/mIoU"])
     assert 0.0 <= miou <= 1.0
-    assert f"final val/mIoU = {miou:.4f}" in capsys.readouterr().out
+    assert f"final val/mIoU = {miou:.6f}" in capsys.readouterr().out
     opt_cfg = (config["model"].get("init_args") or {}).get("optimizer") or {}
     lr = (opt_cfg.get("init_args") or {}).get("lr")
     if lr is not None:
