@@ -7,7 +7,7 @@ PYTHONPATH), so configs can name ``fixtures_segmentation.TinySegDataModule``.
 from __future__ import annotations
 
 import torch
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import Callback, LightningDataModule
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -100,3 +100,14 @@ class ConstantLogitsNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.logits.expand(images.shape[0], -1, -1, -1)
+
+
+class RecordValMiou(Callback):
+    """Keeps the val/mIoU of every (non-sanity) validation epoch in ``values``."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.values.append(float(trainer.callback_metrics["val/mIoU"]))

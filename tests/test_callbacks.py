@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures_segmentation import TinySegDataModule
-from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.loggers import WandbLogger
+from fixtures_segmentation import TINY_NET_ARGS, RecordValMiou, TinySegDataModule
+from lightning.pytorch import Trainer
 from PIL import Image
 
 from synthmask.callbacks.iou_table import PerClassIoUTable
@@ -22,6 +21,7 @@ from synthmask.callbacks.wandb_media import (
     SegmentationMediaLogger,
     denormalize_to_uint8,
 )
+from synthmask.cli import main
 from synthmask.lightning_modules.segmentation import SegmentationModule
 from synthmask.models import DeepLabV3Plus
 
@@ -37,15 +37,6 @@ def _module(num_classes: int = 3) -> SegmentationModule:
     )
     names = ["background"] + [f"thing{i}" for i in range(1, num_classes)]
     return SegmentationModule(net=net, num_classes=num_classes, class_names=names)
-
-
-class RecordMiou(Callback):
-    def __init__(self) -> None:
-        self.values: list[float] = []
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
-            self.values.append(float(trainer.callback_metrics["val/mIoU"]))
 
 
 def test_denormalize_inverts_imagenet_normalization() -> None:
@@ -64,29 +55,43 @@ def _read_pngs(folder: Path) -> list[np.ndarray]:
     return [np.array(Image.open(p)) for p in sorted(folder.rglob("*.png"))]
 
 
-def test_offline_wandb_run_holds_overlays_table_and_max_miou(tmp_path: Path) -> None:
-    logger = WandbLogger(project="synthmask-test", save_dir=str(tmp_path), offline=True)
-    record = RecordMiou()
-    trainer = Trainer(
-        accelerator="cpu",
-        max_epochs=3,
-        limit_train_batches=2,
-        limit_val_batches=2,
-        num_sanity_val_steps=0,
-        logger=logger,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[SegmentationMediaLogger(max_images=2), PerClassIoUTable(), record],
+def test_offline_wandb_run_holds_overlays_table_config_and_max_miou(tmp_path: Path) -> None:
+    cli = main(
+        [
+            "fit",
+            "--model=synthmask.lightning_modules.segmentation.SegmentationModule",
+            "--data=fixtures_segmentation.TinySegDataModule",
+            *TINY_NET_ARGS,
+            "--trainer.accelerator=cpu",
+            "--trainer.max_epochs=3",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=2",
+            "--trainer.num_sanity_val_steps=0",
+            "--trainer.enable_checkpointing=false",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
+            "--trainer.logger.init_args.project=synthmask-test",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            "--trainer.logger.init_args.offline=true",
+            "--trainer.callbacks+=synthmask.callbacks.wandb_media.SegmentationMediaLogger",
+            "--trainer.callbacks.max_images=2",
+            "--trainer.callbacks+=synthmask.callbacks.iou_table.PerClassIoUTable",
+            "--trainer.callbacks+=fixtures_segmentation.RecordValMiou",
+        ]
     )
-    module = _module()
-    trainer.fit(module, datamodule=TinySegDataModule(num_classes=3, size=32, batch_size=2))
+    trainer, module, logger = cli.trainer, cli.model, cli.trainer.logger
+    record = next(c for c in trainer.callbacks if isinstance(c, RecordValMiou))
     run = logger.experiment
     assert len(record.values) == 3
     assert run.summary["val/mIoU"]["max"] == pytest.approx(max(record.values))
     # A later, lower value must not replace the summary (summary = max, not last).
     logger.log_metrics({"val/mIoU": -1.0}, step=trainer.global_step + 1)
     assert run.summary["val/mIoU"]["max"] == pytest.approx(max(record.values))
+    # The run config holds the full CLI config (LoggerSaveConfigCallback).
+    cli_config = run.config["cli"]
+    assert cli_config["model"]["init_args"]["net"]["init_args"]["encoder_name"] == "test_resnet"
+    assert cli_config["trainer"]["max_epochs"] == 3
     run_dir = Path(run.dir).parent
     run.finish()
 

@@ -237,19 +237,30 @@ def test_sweep_spec_parses_through_cli(sweep_path: Path, capsys) -> None:
         assert node == value, name
 
 
-def test_synthesize_builds_only_the_data_module_and_calls_synthesize() -> None:
-    base = [
-        "synthesize",
-        "--model=synthmask.lightning_modules.segmentation.SegmentationModule",
-        "--data=fixtures_segmentation.TinySegDataModule",
-        *TINY_NET_ARGS,
-        # Building the net would fail on this name: synthesize must not build it.
-        "--model.init_args.net.init_args.encoder_name=not_a_timm_model",
-    ]
-    datamodule = main([*base, "--data.init_args.with_synthesize=true"])
+def test_synthesize_builds_only_the_data_module_and_calls_synthesize(tmp_path: Path) -> None:
+    config = {
+        "model": {
+            "class_path": "synthmask.lightning_modules.segmentation.SegmentationModule",
+            "init_args": {
+                # Building the net would fail on this name: synthesize must not build it.
+                "net": {
+                    "class_path": "synthmask.models.DeepLabV3Plus",
+                    "init_args": {"encoder_name": "not_a_timm_model"},
+                }
+            },
+        },
+        "data": {
+            "class_path": "fixtures_segmentation.TinySegDataModule",
+            "init_args": {"with_synthesize": True},
+        },
+        "trainer": {"max_epochs": 1},
+    }
+    config_path = tmp_path / "synth.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    datamodule = main(["synthesize", "--config", str(config_path)])
     assert datamodule.synthesize_calls == 1
     with pytest.raises(ValueError, match="has no synthesize\\(\\) method"):
-        main(base)
+        main(["synthesize", "--config", str(config_path), "--data.init_args.with_synthesize=false"])
 
 
 TINY_FIT = [
