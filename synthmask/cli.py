@@ -43,6 +43,9 @@ class SynthmaskCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("seed_everything_default", True)
+        # Optimizers/schedulers are init args of the modules (OptimizerCallable), not top-level
+        # --optimizer/--lr_scheduler options that would silently replace configure_optimizers.
+        kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("save_config_callback", LoggerSaveConfigCallback)
         # Loggers such as W&B share one save_dir across runs; the per-run config goes to the logger.
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
