@@ -15,13 +15,19 @@ from diffusers import (
     EulerDiscreteScheduler,
     PNDMScheduler,
     StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
 )
 from fixtures_diffusion import tiny_pipeline_dir_fixture  # noqa: F401  (fixture tiny_pipeline_dir)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from synthmask.diffusion.capture import CaptureConfig
 from synthmask.diffusion.lora import LoRASettings, add_lora, save_lora_weights
 from synthmask.diffusion.pipeline import PipelineConfig, load_pipeline, pipeline_fingerprint
-from synthmask.diffusion.sampling import initial_latents
-from synthmask.diffusion.tiny import build_tiny_pipeline
+from synthmask.diffusion.sampling import generate_with_attention, initial_latents
+from synthmask.diffusion.tiny import build_tiny_pipeline, tiny_vae
+from synthmask.diffusion.tokenizer import build_clip_tokenizer
+from synthmask.prompts.types import Prompt
 
 
 @pytest.fixture(autouse=True)
@@ -144,3 +150,55 @@ def test_lora_fused_at_scale(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
     assert len({*prints.values(), pipeline_fingerprint(base_cfg)}) == 3
     with pytest.raises(FileNotFoundError, match="LoRA weights"):
         load_pipeline(PipelineConfig(model=str(tiny_pipeline_dir), lora_path=str(tmp_path / "x")))
+
+
+def _save_tiny_sdxl(save_dir: Path) -> None:
+    """Tiny SDXL (two text encoders, text_time conditioning) in the diffusers test recipe."""
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=16,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,  # 6 * 8 time ids + 32 pooled text
+        cross_attention_dim=64,  # 32 + 32 from the two text encoders
+        norm_num_groups=8,
+    )
+    te_config = CLIPTextConfig(
+        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=1,
+        vocab_size=49408, projection_dim=32, bos_token_id=49406, eos_token_id=49407,
+        pad_token_id=49407,
+    )  # fmt: skip
+    pipe = StableDiffusionXLPipeline(
+        vae=tiny_vae(32),
+        text_encoder=CLIPTextModel(te_config),
+        text_encoder_2=CLIPTextModelWithProjection(te_config),
+        tokenizer=build_clip_tokenizer(),
+        tokenizer_2=build_clip_tokenizer(),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+        ),
+        add_watermarker=False,
+    )
+    pipe.save_pretrained(save_dir)
+
+
+def test_sdxl_dir_loads_xl_pipeline_and_captures(tmp_path: Path) -> None:
+    _save_tiny_sdxl(tmp_path / "sdxl")
+    pipe = load_pipeline(PipelineConfig(model=str(tmp_path / "sdxl"), scheduler="ddim"))
+    assert type(pipe) is StableDiffusionXLPipeline and type(pipe.scheduler) is DDIMScheduler
+    prompt = Prompt.from_text_and_words("a photo of a dog", [("dog", 1)])
+    out = generate_with_attention(pipe, [prompt], [0], CaptureConfig(), 2, 5.0)
+    assert out.images.shape == (1, 32, 32, 3)
+    # cross-attention only in the second level (latent 16 -> 8) and the mid block
+    assert list(out.cross_attention) == [8]
+    torch.testing.assert_close(
+        out.cross_attention[8].sum(1), torch.ones(1, 8, 8), atol=1e-5, rtol=0
+    )
