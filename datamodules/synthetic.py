@@ -38,6 +38,7 @@ from synthmask.diffusion.capture import CaptureConfig
 from synthmask.diffusion.pipeline import PipelineConfig, resolve_local_dir
 from synthmask.masks import MaskConfig
 from synthmask.prompts import get_vocabulary
+from synthmask.prompts.scene_config import ScenePromptConfig
 from synthmask.synthesis import SampleSynthesizer, SynthesisReport, synthesize_into_cache
 from synthmask.synthesis_plan import (
     LabelSpace,
@@ -60,7 +61,8 @@ class SyntheticSegDataModule(LightningDataModule):
         vocabulary: class vocabulary name ("voc", "cityscapes", "imagenet1k", "imagenet_s50",
             "imagenet_s300", "imagenet_s919").
         categories: category list for the ImageNet-S vocabularies (file, folder or wnids).
-        prompts: prompt recipe (templates, augmentation, classes, multi-class, texts).
+        prompts: prompt recipe: `PromptConfig` (templates, augmentation, classes, multi-class,
+            texts) or `ScenePromptConfig` (multi-class street / shapes scenes).
         mask: pseudo-mask method and reliability rule (`MaskConfig`).
         capture: attention capture (`CaptureConfig`: step window, resolutions, self-attention).
         num_images: size of the synthetic training set.
@@ -85,7 +87,7 @@ class SyntheticSegDataModule(LightningDataModule):
         pipeline: PipelineConfig,
         vocabulary: str = "voc",
         categories: str | list[str] | None = None,
-        prompts: PromptConfig | None = None,
+        prompts: PromptConfig | ScenePromptConfig | None = None,
         mask: MaskConfig | None = None,
         capture: CaptureConfig | None = None,
         num_images: int = 2000,
@@ -286,15 +288,17 @@ class SyntheticSegDataModule(LightningDataModule):
                 counters=self.counters,
             )
         if self.val_data is not None:
-            self.val_data.setup(stage)
+            # Only the real data's evaluation split is used: never build its train split.
+            self.val_data.setup("test" if stage == "test" else "validate")
 
     def train_dataloader(self) -> DataLoader:
         if self._train is None:
             self.setup("fit")
         uses_cuda = str(self.synthesizer.pipeline.device).startswith("cuda")
         spawn = self.mode == "on_the_fly" and uses_cuda and self.num_workers > 0
+        dataset = self._train
         return DataLoader(
-            self._train,
+            dataset,
             batch_size=self.batch_size,
             shuffle=True,
             num_workers=self.num_workers,
@@ -302,7 +306,7 @@ class SyntheticSegDataModule(LightningDataModule):
             pin_memory=self.pin_memory,
             collate_fn=pad_collate,
             worker_init_fn=seed_synthetic_worker,
-            drop_last=len(self._train) >= self.batch_size,
+            drop_last=len(dataset) >= self.batch_size,
             # CUDA cannot be used in forked workers: generate in spawned ones.
             multiprocessing_context="spawn" if spawn else None,
         )
