@@ -15,6 +15,7 @@ mask settings, prompt, seed), so changing any of them makes new keys while old o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -201,11 +202,24 @@ class SyntheticSegDataModule(LightningDataModule):
         return cache
 
     # ------------------------------------------------------------------ synthesis
+    def _pin_cuda_device(self) -> None:
+        """`device: cuda` -> this rank's GPU, fixed before DataLoader workers copy the config
+        (spawned workers do not inherit the current device)."""
+        cfg = self.synthesizer.pipeline
+        if cfg.device != "cuda" or not torch.cuda.is_available():
+            return
+        local_rank = int(os.environ.get("LOCAL_RANK", -1))
+        index = local_rank if 0 <= local_rank < torch.cuda.device_count() else None
+        if index is None:
+            index = torch.cuda.current_device()
+        self.synthesizer.pipeline = dataclasses.replace(cfg, device=f"cuda:{index}")
+
     def synthesize(self, log_to_wandb: bool = True) -> SynthesisReport:
         """Fill the cache with this rank's share of the plan (`rank::world_size`), resumably.
 
         Under an initialized process group all ranks wait for each other at the end.
         """
+        self._pin_cuda_device()
         rank, world = rank_and_world()
         specs = self.plan()
         mine = [specs[i] for i in owned_indices(len(specs), rank, world)]
@@ -275,6 +289,7 @@ class SyntheticSegDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self._train is None:
+            self._pin_cuda_device()
             if self.mode == "ahead":
                 self.synthesize(log_to_wandb=False)  # fit logs via SynthesisStatsCallback
                 self.synthesizer.release()  # training needs the memory; reloaded on a miss

@@ -33,7 +33,9 @@ class SynthesisCounters:
     FIELDS = ("items", "cache_hits", "generated", "generation_seconds")
 
     def __init__(self) -> None:
-        self._values = multiprocessing.Array("d", len(self.FIELDS))
+        # A spawn-context lock also works in forked workers; a fork-context one cannot be sent
+        # to spawned workers (used for CUDA generation).
+        self._values = multiprocessing.get_context("spawn").Array("d", len(self.FIELDS))
 
     def add(self, **deltas: float) -> None:
         with self._values.get_lock():
