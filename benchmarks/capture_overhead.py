@@ -7,7 +7,9 @@ Usage:
 One process, one thread (OMP_NUM_THREADS=1). Timing: a warm-up, then ``--repeats`` rounds that
 each run plain sampling (the pipeline's ``__call__`` with the same latents) and every capture
 setting once, interleaved so machine load hits all alike; the ratio uses the fastest run of each
-(wall clock, and process CPU time, the fair figure on a shared machine). Memory: for each step
+(wall clock, and process CPU time, the fair figure on a shared machine). The CPU time spent
+computing the captured probabilities (the only extra work) is also timed inside each run:
+``1 + work / plain`` is an estimate that machine-load noise between runs does not affect. Memory: for each step
 count a fresh child process samples once without capture (baseline peak RSS) and then once
 with the heaviest capture (cross + self attention, all layers, all steps); the extra peak RSS
 and the bytes held by the AttentionStore must not grow with the number of steps.
@@ -33,7 +35,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 from synthmask.diffusion import sampling  # noqa: E402
-from synthmask.diffusion.capture import AttentionStore, CaptureConfig  # noqa: E402
+from synthmask.diffusion.capture import (  # noqa: E402
+    AttentionStore,
+    CaptureAttnProcessor,
+    CaptureConfig,
+)
 from synthmask.diffusion.pipeline import PipelineConfig, load_pipeline  # noqa: E402
 from synthmask.diffusion.sampling import generate_with_attention, initial_latents  # noqa: E402
 from synthmask.diffusion.tiny import build_tiny_pipeline  # noqa: E402
@@ -107,6 +113,16 @@ def time_overhead(args) -> dict:
     resolutions = sorted(probe.cross_attention, reverse=True)
     cases = settings(resolutions)
     runs: dict[str, list[tuple[float, float]]] = {"plain": [], **{name: [] for name in cases}}
+    record_cpu: dict[str, list[float]] = {name: [] for name in cases}
+    spent = [0.0]
+    original_record = CaptureAttnProcessor._record
+
+    def timed_record(self, *a, **kw) -> None:  # CPU time of the extra work (probabilities)
+        cpu0 = time.process_time()
+        original_record(self, *a, **kw)
+        spent[0] += time.process_time() - cpu0
+
+    CaptureAttnProcessor._record = timed_record
 
     def run(name: str) -> None:
         if name == "plain":
@@ -118,9 +134,14 @@ def time_overhead(args) -> dict:
         run(name)
     for _ in range(args.repeats):
         for name in runs:
+            spent[0] = 0.0
             runs[name].append(timed(lambda name=name: run(name)))
+            if name in record_cpu:
+                record_cpu[name].append(spent[0])
+    CaptureAttnProcessor._record = original_record
     best = {name: (min(w for w, _ in r), min(c for _, c in r)) for name, r in runs.items()}
-    return {"resolutions": resolutions, "best": best}
+    record = {name: min(r) for name, r in record_cpu.items()}
+    return {"resolutions": resolutions, "best": best, "record": record}
 
 
 def memory_child(args) -> None:
@@ -189,11 +210,16 @@ def main() -> None:
     timing = time_overhead(args)
     plain_wall, plain_cpu = timing["best"]["plain"]
     print(f"attention resolutions: {timing['resolutions']}")
-    print("| setting | wall s | CPU s | ratio (wall) | ratio (CPU) |")
-    print("|---|---|---|---|---|")
+    print(
+        "| setting | wall s | CPU s | ratio (wall) | ratio (CPU) | "
+        "capture work CPU s | 1 + work / plain CPU |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, (wall, cpu) in timing["best"].items():
+        work = timing["record"].get(name, 0.0)
         print(
-            f"| {name} | {wall:.2f} | {cpu:.2f} | {wall / plain_wall:.3f} | {cpu / plain_cpu:.3f} |"
+            f"| {name} | {wall:.2f} | {cpu:.2f} | {wall / plain_wall:.3f} | {cpu / plain_cpu:.3f} "
+            f"| {work:.3f} | {1 + work / plain_cpu:.3f} |"
         )
     print()
     print("| steps | extra peak RSS MiB | peak RSS MiB | store MiB | store tensors | maps added |")
