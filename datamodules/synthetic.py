@@ -5,6 +5,9 @@ Two modes:
 - `ahead`: `setup("fit")` (and `synthmask synthesize --config X.yaml`, which calls
   `synthesize()`) fills the cache first. Under DDP / torchrun each rank generates the plan
   indices `rank::world_size`, so every sample is generated exactly once; then all ranks read.
+  In `fit` the ranks meet at a process-group barrier after synthesis, so a plan that takes
+  longer than the group's timeout (30 min by default) should be synthesized first with
+  `torchrun ... synthmask synthesize` (resumable; `fit` then finds everything cached).
 - `on_the_fly`: nothing is generated up front; the training data pipeline generates the
   samples it does not find in the cache (inside the DataLoader workers, one writer each) and
   writes them through, so the second epoch and every rerun only read.
