@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from synthmask.cache import SampleCache, SampleRecord
 from synthmask.datamodules.dataset import pad_collate
+from synthmask.datamodules.reliability_pruning import pruned_subset
 from synthmask.datamodules.synthetic_dataset import (
     SynthesisCounters,
     SyntheticSegDataset,
@@ -84,6 +85,10 @@ class SyntheticSegDataModule(LightningDataModule):
             None = when a W&B run is active, True = always (starts a run if needed), False = never.
         wandb_samples: images in that grid.
         wandb_project: project of a run started by `wandb_log: true`.
+        prune_share: reliability-based pruning: drop this share of the training samples whose
+            pseudo-masks are least reliable (mean margin; 0 = keep all). Reads every sample
+            (generating missing ones) when the training loader is built.
+        prune_per_class: prune within each dominant class instead of over the whole set.
     """
 
     def __init__(
@@ -114,6 +119,8 @@ class SyntheticSegDataModule(LightningDataModule):
         wandb_log: bool | None = None,
         wandb_samples: int = 16,
         wandb_project: str = "synthmask",
+        prune_share: float = 0.0,
+        prune_per_class: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["val_data"])
@@ -145,6 +152,12 @@ class SyntheticSegDataModule(LightningDataModule):
         self.wandb_log = wandb_log
         self.wandb_samples = wandb_samples
         self.wandb_project = wandb_project
+        if not 0.0 <= prune_share < 1.0:
+            raise ValueError(
+                f"prune_share={prune_share}; use a fraction in [0, 1) (0 = no pruning)."
+            )
+        self.prune_share = prune_share
+        self.prune_per_class = prune_per_class
         self.train_transform = build_train_transform(
             crop_size, scale_range, hflip_prob, base_size, mean, std
         )
@@ -315,6 +328,10 @@ class SyntheticSegDataModule(LightningDataModule):
         uses_cuda = str(self.synthesizer.pipeline.device).startswith("cuda")
         spawn = self.mode == "on_the_fly" and uses_cuda and self.num_workers > 0
         dataset = self._train
+        if self.prune_share > 0:
+            dataset = pruned_subset(
+                self._train, self.num_classes, self.prune_share, self.prune_per_class
+            )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
