@@ -1,0 +1,130 @@
+"""A small CNN that names the shape of a single-object 32 px shapes-world scene.
+
+Trained once on *real* rendered scenes (plain backgrounds, one object) and cached as
+safetensors outside git; ``benchmarks/ldm_quality.py`` uses it to check that generated images
+show the prompted class.
+
+    python benchmarks/shape_classifier.py --out /work/ldm_runs/classifier
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from synthmask.world import SceneConfig, render_scene
+from synthmask.world.shapes import DEFAULT_SHAPES
+
+WEIGHTS = "shape_classifier.safetensors"
+
+
+def single_object_config(image_size: int = 32) -> SceneConfig:
+    """Scenes the classifier learns: one object on a plain background (the LDM's world)."""
+    return SceneConfig(image_size=image_size, min_objects=1, max_objects=1, backgrounds=("plain",))
+
+
+class ShapeClassifier(nn.Module):
+    """conv-relu-pool x3 + linear; logits over the K shapes (no background class).
+
+    Shape:
+        (B, 3, 32, 32) float in [-1, 1] -> (B, K)
+    """
+
+    def __init__(self, num_shapes: int = len(DEFAULT_SHAPES), width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, w, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1),
+        )  # fmt: skip
+        self.head = nn.Linear(4 * w, num_shapes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+def render_batch(seeds: range, config: SceneConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [-1, 1] and shape indices (class_id - 1) of single-object scenes.
+
+    Shape:
+        -> (N, 3, H, W) float32, (N,) int64
+    """
+    scenes = [render_scene(s, config, "source") for s in seeds]
+    images = np.stack([s.image for s in scenes])
+    labels = [s.prompt.class_words[0].class_id - 1 for s in scenes]
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return x, torch.tensor(labels)
+
+
+def augment(x: torch.Tensor) -> torch.Tensor:
+    """Mild blur/noise so generated (softer) images are not out of distribution."""
+    if torch.rand(()) < 0.5:
+        x = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 0.5 + x * 0.5
+    return (x + 0.05 * torch.randn_like(x)).clamp(-1, 1)
+
+
+def train_classifier(out_dir: Path, steps: int = 800, batch: int = 64, seed: int = 0) -> dict:
+    """Train on fresh scenes each step; save weights + a JSON with the held-out accuracy."""
+    torch.manual_seed(seed)
+    config = single_object_config()
+    model = ShapeClassifier()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    start = time.process_time()
+    for step in range(steps):
+        x, y = render_batch(range(step * batch, (step + 1) * batch), config)
+        loss = F.cross_entropy(model(augment(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    accuracy = evaluate_classifier(model, config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(model.state_dict(), str(out_dir / WEIGHTS))
+    info = {"steps": steps, "batch": batch, "real_val_accuracy": accuracy,
+            "cpu_seconds": time.process_time() - start, "shapes": list(DEFAULT_SHAPES)}  # fmt: skip
+    (out_dir / "classifier.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+@torch.no_grad()
+def evaluate_classifier(model: ShapeClassifier, config: SceneConfig, n: int = 600) -> float:
+    """Accuracy on held-out real scenes (seeds far from the training ones)."""
+    model.eval()
+    x, y = render_batch(range(10**8, 10**8 + n), config)
+    return float((model(x).argmax(1) == y).float().mean())
+
+
+def load_classifier(out_dir: Path, train_if_missing: bool = True) -> ShapeClassifier:
+    """The cached classifier; trained (a few CPU minutes) when its weights are missing."""
+    path = out_dir / WEIGHTS
+    if not path.is_file():
+        if not train_if_missing:
+            raise FileNotFoundError(
+                f"{path} is missing; run `python benchmarks/shape_classifier.py --out {out_dir}`."
+            )
+        train_classifier(out_dir)
+    model = ShapeClassifier()
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("/work/ldm_runs/classifier"))
+    parser.add_argument("--steps", type=int, default=800)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(json.dumps(train_classifier(args.out, args.steps), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The tiny shapes-world LDM shipped inside the package (a StableDiffusionPipeline directory).
+
+    from diffusers import StableDiffusionPipeline
+    from synthmask.world.ldm import shipped_ldm_path
+    pipe = StableDiffusionPipeline.from_pretrained(shipped_ldm_path())
+
+It loads through the same ``from_pretrained`` path as Stable Diffusion (and as
+``synthmask.diffusion.pipeline.load_pipeline`` with ``model=str(shipped_ldm_path())``).
+See ``MODEL_CARD.md`` in that directory for its recipe, cost and measured quality.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SHIPPED_LDM_DIR = Path(__file__).resolve().parents[1] / "assets" / "shapes_ldm"
+
+
+def shipped_ldm_path(must_exist: bool = True) -> Path:
+    """Directory of the shipped shapes-world LDM (``model_index.json``, unet/, vae/, ...).
+
+    Raises:
+        FileNotFoundError: when ``must_exist`` and the weights are not installed (a source
+            checkout without them): rebuild them with the command in the model card.
+    """
+    if must_exist and not (SHIPPED_LDM_DIR / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"the shipped shapes-world LDM is missing at {SHIPPED_LDM_DIR}; reinstall synthmask "
+            "(the weights are package data) or rebuild them with experiments/shapes_vae_train.yaml "
+            "and experiments/shapes_ldm_train.yaml (see synthmask/assets/shapes_ldm/MODEL_CARD.md)."
+        )
+    return SHIPPED_LDM_DIR
