@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from fixtures_diffusion import tiny_pipeline_dir_fixture  # noqa: F401  (fixture tiny_pipeline_dir)
 from fixtures_robust import FixedLogitsNet
 from fixtures_segmentation import TINY_NET_ARGS
 from lightning.pytorch.loggers import WandbLogger
@@ -487,3 +488,45 @@ def test_reliability_media_logger_logs_heatmaps_and_disagreement_and_warns_once(
         quiet.on_validation_end(_fake_trainer([]), module)
         quiet.on_validation_end(_fake_trainer([]), module)
     assert len(record) == 1
+
+
+# ---- pruning wired into the synthetic data module -------------------------------------------------
+
+
+# slow: synthesis with the tiny pipeline; the CLI test of voc_synth_beco prunes by default.
+@pytest.mark.slow
+def test_synthetic_data_module_prunes_least_reliable_samples(tiny_pipeline_dir, tmp_path) -> None:
+    from synthmask.datamodules.synthetic import SyntheticSegDataModule
+    from synthmask.diffusion.pipeline import PipelineConfig
+    from synthmask.synthesis_plan import PromptConfig
+
+    dm = SyntheticSegDataModule(
+        pipeline=PipelineConfig(model=str(tiny_pipeline_dir), num_inference_steps=2),
+        prompts=PromptConfig(classes=["cat", "dog"]),
+        num_images=4,
+        synthesis_batch_size=4,
+        cache_dir=str(tmp_path / "cache"),
+        batch_size=2,
+        crop_size=32,
+        scale_range=(1.0, 1.0),
+        hflip_prob=0.0,
+        progress=False,
+        prune_share=0.5,
+        prune_per_class=False,
+    )
+    dataset = dm.train_dataloader().dataset
+    assert len(dataset) == 2
+    # Independent check: mean margin over each record's foreground (background if it has none).
+    scores = []
+    for record in dm._train.records(range(4)):
+        margin = np.nan_to_num(record.margin.astype(np.float64), posinf=1.0)
+        foreground = (record.mask != 0) & (record.mask != 255)
+        region = foreground if foreground.any() else record.mask == 0
+        scores.append(margin[region].mean())
+    assert sorted(dataset.indices) == sorted(np.argsort(scores, kind="stable")[2:].tolist())
+    with pytest.raises(ValueError, match="prune_share"):
+        SyntheticSegDataModule(
+            pipeline=PipelineConfig(model=str(tiny_pipeline_dir)),
+            cache_dir=str(tmp_path / "c2"),
+            prune_share=1.0,
+        )
