@@ -279,6 +279,8 @@ def test_config_errors_name_the_fix() -> None:
         SceneConfig(max_objects=7)
     with pytest.raises(KeyError, match="valid domains"):
         render_scene(0, domain="tgt")
+    with pytest.raises(ValueError, match="size_range may be too small"):
+        render_scene(0, SceneConfig(image_size=8, size_range=(0.005, 0.005), max_objects=1))
 
 
 # ---- data sets and data modules ---------------------------------------------------------------------

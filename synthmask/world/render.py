@@ -178,7 +178,7 @@ def _layout(rng: np.random.Generator, config: SceneConfig) -> tuple[list[SceneOb
                 ]
                 return objects, labels
         if n == 1:
-            raise RuntimeError(
+            raise ValueError(
                 "could not place a single object; SceneConfig.size_range may be too small for "
                 f"image_size={config.image_size} (an object must cover at least one pixel centre)."
             )
