@@ -188,10 +188,11 @@ class CoTrainingModule(SegmentationModule):
                 images, self.mean, self.std, generator=self.generator()
             )
         logits = (self.net(images), self.net2(images))
+        reliable = reliable_from_map(batch["reliability"], batch["mask"], 0.5)
         loss = co_training_loss(
             logits,
             batch["mask"],
-            reliable_from_map(batch["reliability"], batch["mask"], 0.5),
+            reliable,
             band,
             w_hb=self.w_hb,
             w_lb=self.w_lb,
@@ -206,7 +207,7 @@ class CoTrainingModule(SegmentationModule):
                 "train/loss_peer": loss.peer,
                 "train/peer_coverage": loss.peer_coverage,
                 "train/peer_disagreement": disagreement,
-                "train/reliable_fraction": batch["reliability"].mean(),
+                "train/reliable_fraction": reliable.float().mean(),
                 "train/online_labels": float(after_warmup),
             },
             batch_size=size,
