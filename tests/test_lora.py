@@ -90,7 +90,7 @@ def trained(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     )  # fmt: skip
     torch.manual_seed(0)
     module = LoRAFineTuneModule(
-        str(tiny_dir), output_dir=str(tmp / "lora"), rank=4, alpha=8.0,
+        str(tiny_dir), output_dir=str(tmp / "lora"), rank=4, alpha=8.0, save_every_n_steps=5,
         optimizer=lambda p: LoRAAdamW(p, lr=1e-2, weight_decay=0.0),
     )  # fmt: skip
     base = {k: v.clone() for k, v in module.state_dict().items() if "lora_" not in k}
@@ -149,6 +149,8 @@ def test_checkpoint_keeps_only_lora_and_reloads(trained, tiny_dir: Path) -> None
 def test_saved_lora_loads_in_plain_diffusers_and_reproduces(trained, tiny_dir: Path) -> None:
     lora_dir = trained["lora_dir"]
     assert (lora_dir / LORA_WEIGHT_NAME).is_file()
+    periodic = sorted(p.name for p in lora_dir.glob("step_*"))
+    assert periodic == ["step_10", "step_5"]  # save_every_n_steps=5 over 12 steps
     module = trained["module"].eval()
     with torch.no_grad():
         latents, t, ids = _unet_inputs(module)
