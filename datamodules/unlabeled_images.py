@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule
 from PIL import Image
-from synthmask.datamodules.base import require_dir, require_root
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
+
+from synthmask.datamodules.base import require_dir, require_root
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 LAYOUTS = ("folder", "cityscapes")
