@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from synthmask.prompts.types import ClassWord, Prompt
-from synthmask.prompts.vocab import Vocabulary, VocabularyClass
+from synthmask.prompts.vocab import Vocabulary, VocabularyClass, shapes_vocabulary  # noqa: F401 (re-export)
 
 ROLES = ("subject", "ground", "context")
 
@@ -300,11 +300,3 @@ class _TextBuilder:
 
 
 SHAPES_SCENE_PREFIX = "a picture of "
-
-
-def shapes_vocabulary(shapes: Sequence[str] | None = None) -> Vocabulary:
-    """The shapes world's classes as a vocabulary: background 0, shape i -> id i + 1."""
-    from synthmask.world.shapes import DEFAULT_SHAPES, class_names
-
-    names = class_names(tuple(DEFAULT_SHAPES if shapes is None else shapes))[1:]
-    return Vocabulary("shapes", tuple(VocabularyClass(n, n) for n in names))

@@ -247,8 +247,24 @@ def _imagenet1k() -> Vocabulary:
     return imagenet_vocabulary(load_wordnet_table().imagenet1k_wnids, name="imagenet1k")
 
 
+def shapes_vocabulary(shapes: Sequence[str] | None = None) -> Vocabulary:
+    """The shapes world's classes: background 0, shape i -> id i + 1; the world's caption
+    synonyms ("disk" for circle) are the augmentation words (no WordNet synsets)."""
+    from synthmask.world.shapes import DEFAULT_SHAPES, get_shape
+
+    names = tuple(DEFAULT_SHAPES if shapes is None else shapes)
+    return Vocabulary(
+        "shapes",
+        tuple(
+            VocabularyClass(n, n, hyponyms=False, extra_words=get_shape(n).synonyms[1:])
+            for n in names
+        ),
+    )
+
+
 VOCABULARIES: dict[str, Callable[..., Vocabulary]] = {
     "voc": voc_vocabulary,
+    "shapes": shapes_vocabulary,
     "cityscapes": cityscapes_vocabulary,
     "imagenet1k": _imagenet1k,
     "imagenet_s50": lambda categories: imagenet_s_vocabulary("imagenet_s50", categories),
