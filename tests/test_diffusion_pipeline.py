@@ -202,3 +202,15 @@ def test_sdxl_dir_loads_xl_pipeline_and_captures(tmp_path: Path) -> None:
     torch.testing.assert_close(
         out.cross_attention[8].sum(1), torch.ones(1, 8, 8), atol=1e-5, rtol=0
     )
+
+
+def test_shipped_alias_resolves_to_package_asset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from synthmask.diffusion.pipeline import SHIPPED_MODEL_ALIAS, resolve_local_dir
+    from synthmask.world import ldm
+
+    monkeypatch.chdir("/")  # the alias must not depend on the working directory
+    if not (ldm.SHIPPED_LDM_DIR / "model_index.json").is_file():
+        with pytest.raises(FileNotFoundError, match="shipped shapes-world LDM is missing"):
+            resolve_local_dir(SHIPPED_MODEL_ALIAS)
+    else:
+        assert resolve_local_dir(SHIPPED_MODEL_ALIAS) == ldm.SHIPPED_LDM_DIR

@@ -98,12 +98,22 @@ def _looks_like_path(model: str) -> bool:
     )
 
 
+SHIPPED_MODEL_ALIAS = "synthmask:shapes-ldm"
+
+
 def resolve_local_dir(model: str) -> Path | None:
     """The local pipeline directory named by ``model``, or None for a hub id.
+
+    ``"synthmask:shapes-ldm"`` names the tiny shapes-world LDM shipped inside the package, so
+    configs work from any working directory and from a non-editable install.
 
     Raises FileNotFoundError for a missing path and ValueError for a directory that is not
     a diffusers pipeline (no ``model_index.json``).
     """
+    if model == SHIPPED_MODEL_ALIAS:
+        from synthmask.world.ldm import shipped_ldm_path
+
+        return shipped_ldm_path()
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "model_index.json").is_file():
