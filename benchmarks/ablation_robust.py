@@ -62,6 +62,7 @@ METHODS = ("ce", "ignore", "weight", "beco")
 # BECO without the online labels (offline labels and reliability for the whole run).
 EXTRA_METHODS = ("beco_offline",)
 ALL_METHODS = METHODS + EXTRA_METHODS
+PRUNE_LABELS = {0: "no", 1: "20% least reliable", 2: "20% at random"}
 LEVELS = (0.1, 0.3, 0.5)
 
 
@@ -253,11 +254,13 @@ def run_noisy(args: argparse.Namespace, budget: Budget) -> None:
             stats = sample_reliability_stats(noisy, margin, reliable.float(), num_classes)
             kept = select_reliable_samples(stats, budget.prune_share, per_class=True)
             full = {"image": images, "mask": noisy, "reliability": reliable.float()}
+            # prune 2 = control: the same number of scenes dropped at random
+            shuffled = torch.randperm(len(masks), generator=torch.Generator().manual_seed(seed))
+            chosen = {1: kept, 2: shuffled[: len(kept)].sort().values}
             for prune in args.prune:
-                data = {k: v[kept] for k, v in full.items()} if prune else full
-                pruned_noise = float(
-                    (data["mask"] != masks[kept if prune else slice(None)]).float().mean()
-                )
+                subset = chosen.get(prune, slice(None))
+                data = {k: v[subset] for k, v in full.items()}
+                pruned_noise = float((data["mask"] != masks[subset]).float().mean())
                 for method in args.methods:
                     key = ("noisy", level, method, prune, seed)
                     if key in done or (level == 0 and (prune or method not in ("ce",))):
@@ -292,17 +295,17 @@ def report(path: Path, plot: Path) -> str:
     noise: dict = defaultdict(list)
     for r in rows:
         groups[(r["part"], r["level"], r["method"], r["prune"])].append(100 * r["val_mIoU"])
-        noise[(r["part"], r["level"])].append(100 * r["pixel_noise"])
+        noise[(r["part"], r["level"], r["prune"])].append(100 * r["train_pixel_noise"])
     lines = [
-        "| part | noise level | wrong pixels % | method | pruning | runs | real-val mIoU (mean +- std) |",
+        "| part | noise level | wrong train pixels % | method | pruning | runs | real-val mIoU (mean +- std) |",
         "|---|---|---|---|---|---|---|",
     ]
     for key in sorted(groups, key=lambda k: (k[0], k[1], ALL_METHODS.index(k[2]), k[3])):
         vals = groups[key]
         std = statistics.stdev(vals) if len(vals) > 1 else float("nan")
-        wrong = statistics.mean(noise[key[:2]])
+        wrong = statistics.mean(noise[(key[0], key[1], key[3])])
         lines.append(
-            f"| {key[0]} | {key[1]:.1f} | {wrong:.1f} | {key[2]} | {'20%' if key[3] else 'no'} | {len(vals)} | {statistics.mean(vals):.1f} +- {std:.1f} |"
+            f"| {key[0]} | {key[1]:.1f} | {wrong:.1f} | {key[2]} | {PRUNE_LABELS[key[3]]} | {len(vals)} | {statistics.mean(vals):.1f} +- {std:.1f} |"
         )
     _plot(groups, plot)
     return "\n".join(lines)
