@@ -136,7 +136,7 @@ def single_object_scores(pipe, classifier, n: int, steps: int, guidance: float) 
     word_heat = heat[torch.arange(n), torch.from_numpy(cls)].numpy()
     raw = raw_word_maps(cross, [pos[0][1] for pos in positions], size)
     disk = centred_disk(size)
-    valid = fg.mean((1, 2)) > 0.01  # an object was drawn at all
+    valid = (fg.mean((1, 2)) > 0.01) & (fg.mean((1, 2)) < 0.6)  # one object, not noise
     ious, disk_ious, ratios = [], [], []
     by_res = {r: [] for r in raw}
     for b in np.flatnonzero(valid):
@@ -255,6 +255,35 @@ def run_pipeline(path: Path, args: argparse.Namespace) -> dict:
     return evaluate(pipe, classifier, args.n_single, args.n_pair, args.steps, args.guidance)
 
 
+def plot_curve(csv_path: Path, out_png: Path, tag: str = "watch") -> None:
+    """Figures of the rows with ``tag`` against training CPU hours (matplotlib, PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with csv_path.open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("tag") == tag and r.get("cpu_hours")]
+    rows.sort(key=lambda r: float(r["cpu_hours"]))
+    hours = [float(r["cpu_hours"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in [
+        ("fidelity", "fidelity (classifier acc.)"),
+        ("iou_word", "class-word attention IoU"),
+        ("iou_disk", "centred-disk IoU"),
+        ("assign_acc", "2-object word assignment"),
+    ]:
+        ax.plot(hours, [float(r[key]) for r in rows], marker="o", label=label)
+    ax.set_xlabel("training CPU hours (1 thread)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("shapes-world tiny LDM quality")
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -263,6 +292,7 @@ def main() -> None:
     src.add_argument("--pipeline", type=Path)
     src.add_argument("--checkpoint", type=Path)
     src.add_argument("--watch", type=Path, help="a run dir with checkpoints/last.ckpt")
+    src.add_argument("--plot", type=Path, help="write a PNG of the --csv rows (tag --tag)")
     parser.add_argument("--every", type=float, default=1200.0, help="seconds between watch evals")
     parser.add_argument("--n-single", type=int, default=48)
     parser.add_argument("--n-pair", type=int, default=24)
@@ -275,6 +305,9 @@ def main() -> None:
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.plot:
+        plot_curve(args.csv, args.plot, args.tag or "watch")
+        return
     stamp = lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")  # noqa: E731
     if args.pipeline:
         row = {

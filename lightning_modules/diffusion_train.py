@@ -33,6 +33,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from transformers import CLIPTextModel
 
 from synthmask.diffusion.tokenizer import build_clip_tokenizer
+from synthmask.diffusion.tokens import class_token_positions
+from synthmask.prompts.types import Prompt
+from synthmask.world.ldm_attention_loss import install_recording, localization_loss
 from synthmask.world.ldm_recipe import (
     assemble_pipeline,
     build_shapes_text_encoder,
@@ -70,6 +73,8 @@ class DiffusionTrainModule(LightningModule):
         caption_dropout: probability a caption is replaced by "" (for guidance).
         min_snr_gamma: min-SNR-gamma (None = uniform weights).
         ema_decay: maximum EMA decay (warm-up schedule, see ``ema_decay_at``).
+        attention_loss_weight: weight of the optional class-word localization loss
+            (``synthmask.world.ldm_attention_loss``; needs batches with "prompt" and "mask").
         sample_every_n_steps: log a sample grid (EMA weights) every n optimizer steps (0 = off).
         sample_prompts: prompts of the grid (default: one per class + two-object prompts).
         export_dir: VAE stage: where the trained VAE is saved at the end of fit.
@@ -99,6 +104,7 @@ class DiffusionTrainModule(LightningModule):
         caption_dropout: float = 0.1,
         min_snr_gamma: float | None = 5.0,
         ema_decay: float = 0.999,
+        attention_loss_weight: float = 0.0,
         sample_every_n_steps: int = 1000,
         sample_prompts: list[str] | None = None,
         sample_steps: int = 25,
@@ -139,10 +145,15 @@ class DiffusionTrainModule(LightningModule):
             self._load_parts(init_pipeline_dir, self.unet, self.text_encoder)
         self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
         self.ema_text_encoder = copy.deepcopy(self.text_encoder).requires_grad_(False)
+        # EMA loaded from a previous run: keep its full decay from the first step.
+        self._ema_is_warm = init_ema_dir is not None
         if init_ema_dir is not None:
             self._load_parts(init_ema_dir, self.ema_unet, self.ema_text_encoder)
         self.tokenizer = build_clip_tokenizer()
         self.noise_scheduler = train_scheduler()
+        self._attention_maps: list[torch.Tensor] | None = None
+        if attention_loss_weight > 0:
+            self._attention_maps = install_recording(self.unet)
 
     # ----------------------------------------------------------------------------- building
     @staticmethod
@@ -159,9 +170,9 @@ class DiffusionTrainModule(LightningModule):
                     f"vae_dir={vae_dir} does not exist; train the autoencoder first "
                     "(synthmask fit --config experiments/shapes_vae_train.yaml) or fix the path."
                 )
-            return AutoencoderKL.from_pretrained(vae_dir)
+            return AutoencoderKL.from_pretrained(vae_dir).float()
         if init_pipeline_dir is not None and Path(init_pipeline_dir, "vae").is_dir():
-            return AutoencoderKL.from_pretrained(init_pipeline_dir, subfolder="vae")
+            return AutoencoderKL.from_pretrained(init_pipeline_dir, subfolder="vae").float()
         # stage "vae" from scratch, or "ldm" restored from a checkpoint (weights + latent_scale).
         return build_shapes_vae(image_size, vae_channels)
 
@@ -198,7 +209,9 @@ class DiffusionTrainModule(LightningModule):
         images = batch["image"]
         if self.stage == "vae":
             return self._vae_step(images)
-        return self._ldm_step(images, list(batch["caption"]))
+        return self._ldm_step(
+            images, list(batch["caption"]), batch.get("prompt"), batch.get("mask")
+        )
 
     def _vae_step(self, images: torch.Tensor) -> torch.Tensor:
         losses = self.vae_losses(images)
@@ -228,31 +241,56 @@ class DiffusionTrainModule(LightningModule):
         ).input_ids.to(self.device)
         return encoder(ids)[0]
 
-    def _ldm_step(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
-        loss, v_mse = self.ldm_loss(images, captions)
-        self.log_dict({"train/loss": loss, "train/v_mse": v_mse}, prog_bar=True)
+    def _ldm_step(
+        self,
+        images: torch.Tensor,
+        captions: list[str],
+        prompts: list[Prompt] | None = None,
+        masks: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        loss, v_mse, loc = self.ldm_loss(images, captions, prompts, masks)
+        self.log_dict({"train/loss": loss, "train/v_mse": v_mse, "train/loc": loc}, prog_bar=True)
         return loss
 
     def ldm_loss(
-        self, images: torch.Tensor, captions: list[str]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(min-SNR-weighted v-loss, unweighted v MSE) of a batch in [-1, 1] with captions."""
+        self,
+        images: torch.Tensor,
+        captions: list[str],
+        prompts: list[Prompt] | None = None,
+        masks: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(total loss, unweighted v MSE, localization term) of a batch in [-1, 1].
+
+        The total is the min-SNR-weighted v-loss plus ``attention_loss_weight`` times the
+        localization term (0 unless enabled and prompts + masks are given).
+        """
         with torch.no_grad():
             latents = self.vae.encode(images).latent_dist.sample() * self.latent_scale
-        drop = torch.rand(len(captions)) < self.hparams.caption_dropout
-        captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
+        drop = (torch.rand(len(captions)) < self.hparams.caption_dropout).tolist()
+        captions = ["" if d else c for c, d in zip(captions, drop, strict=True)]
         text = self.encode_text(captions, self.text_encoder)
         noise = torch.randn_like(latents)
         steps = self.noise_scheduler.config.num_train_timesteps
         t = torch.randint(0, steps, (latents.shape[0],), device=self.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         target = self.noise_scheduler.get_velocity(latents, noise, t)
+        if self._attention_maps is not None:
+            self._attention_maps.clear()
         pred = self.unet(noisy, t, text).sample
         per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
         weights = min_snr_weights(
             t, self.noise_scheduler.alphas_cumprod, self.hparams.min_snr_gamma
         )
-        return (per_sample * weights).mean(), per_sample.mean()
+        loss = (per_sample * weights).mean()
+        loc = loss.new_zeros(())
+        if self._attention_maps and prompts is not None and masks is not None:
+            positions = [
+                None if d else class_token_positions(self.tokenizer, p)
+                for p, d in zip(prompts, drop, strict=True)
+            ]
+            loc = localization_loss(self._attention_maps, positions, masks)
+            loss = loss + self.hparams.attention_loss_weight * loc
+        return loss, per_sample.mean(), loc
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Checkpoints written before the cost counters existed resume with zero counters.
@@ -274,7 +312,9 @@ class DiffusionTrainModule(LightningModule):
         self._clock = now
         if self.stage != "ldm":
             return
-        decay = ema_decay_at(self.global_step, self.hparams.ema_decay)
+        decay = self.hparams.ema_decay
+        if not self._ema_is_warm:
+            decay = ema_decay_at(self.global_step, decay)
         ema_update(self.ema_unet, self.unet, decay)
         ema_update(self.ema_text_encoder, self.text_encoder, decay)
         every = self.hparams.sample_every_n_steps
@@ -336,7 +376,8 @@ class DiffusionTrainModule(LightningModule):
                     "weight_decay": 0.0,
                 },
             ]
-        optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
+        # The fused kernel steps the 3M-row text embedding ~2x faster than the per-tensor loop.
+        optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay, fused=True)
         warmup = max(1, hp.warmup_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min(1.0, (step + 1) / warmup)
@@ -366,16 +407,38 @@ def export_pipeline(
     return pipe
 
 
-def _main(argv: list[str]) -> None:
-    if len(argv) < 3 or argv[0] != "export":
-        raise SystemExit(
-            "usage: python -m synthmask.lightning_modules.diffusion_train export CKPT OUT_DIR "
-            "[--no-ema] [--fp32]"
-        )
-    export_pipeline(argv[1], argv[2], use_ema="--no-ema" not in argv, fp16="--fp32" not in argv)
-    print(
-        f"exported {argv[1]} -> {argv[2]} (step from checkpoint name; EMA={'--no-ema' not in argv})"
+def export_resume_state(checkpoint: str | Path, out_dir: str | Path) -> None:
+    """Save the *non-EMA* UNet + text encoder (fp16 safetensors) of a checkpoint, so a later run
+    continues training with ``init_pipeline_dir=out_dir`` (EMA from the shipped pipeline)."""
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    names = inspect.signature(DiffusionTrainModule.__init__).parameters
+    hparams = {k: v for k, v in state["hyper_parameters"].items() if k in names}
+    hparams.update(vae_dir=None, init_pipeline_dir=None, init_ema_dir=None, sample_every_n_steps=0)
+    module = DiffusionTrainModule(**hparams)
+    module.load_state_dict(state["state_dict"])
+    out_dir = Path(out_dir)
+    module.unet.half().save_pretrained(str(out_dir / "unet"), safe_serialization=True)
+    module.text_encoder.half().save_pretrained(
+        str(out_dir / "text_encoder"), safe_serialization=True
     )
+
+
+USAGE = (
+    "usage: python -m synthmask.lightning_modules.diffusion_train export CKPT OUT_DIR "
+    "[--no-ema] [--fp32]\n"
+    "       python -m synthmask.lightning_modules.diffusion_train resume-state CKPT OUT_DIR"
+)
+
+
+def _main(argv: list[str]) -> None:
+    if len(argv) < 3 or argv[0] not in ("export", "resume-state"):
+        raise SystemExit(USAGE)
+    if argv[0] == "resume-state":
+        export_resume_state(argv[1], argv[2])
+        print(f"saved the non-EMA UNet + text encoder of {argv[1]} to {argv[2]}")
+        return
+    export_pipeline(argv[1], argv[2], use_ema="--no-ema" not in argv, fp16="--fp32" not in argv)
+    print(f"exported {argv[1]} -> {argv[2]} (EMA={'--no-ema' not in argv})")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from synthmask.datamodules.shapes_captions import ShapesCaptionDataModule
 from synthmask.lightning_modules.diffusion_train import DiffusionTrainModule, export_pipeline
 from synthmask.world.ldm import shipped_ldm_path
+from synthmask.world.ldm_attention_loss import install_recording, localization_loss
 from synthmask.world.ldm_recipe import build_shapes_vae, min_snr_weights, train_scheduler
 
 TINY = {
@@ -79,13 +80,18 @@ def test_training_lowers_the_loss(stage: str, vae_dir: Path, tmp_path: Path) -> 
     torch.manual_seed(0)
     lr = 3e-3 if stage == "vae" else 2e-3
     module = DiffusionTrainModule(
-        stage=stage, vae_dir=str(vae_dir) if stage == "ldm" else None, lr=lr, text_lr=lr, **TINY
+        stage=stage,
+        vae_dir=str(vae_dir) if stage == "ldm" else None,
+        lr=lr,
+        text_lr=lr,
+        attention_loss_weight=0.05 if stage == "ldm" else 0.0,  # the shipped recipe's setting
+        **TINY,
     )
     data = tiny_data()
     data.sizes["val"] = 8  # evaluate on the training scenes themselves
     data.sizes["train"] = 8
     before = fixed_batch_loss(module, data)
-    trainer(tmp_path, max_steps=30 if stage == "vae" else 40).fit(module, datamodule=data)
+    trainer(tmp_path, max_steps=15 if stage == "vae" else 20).fit(module, datamodule=data)
     after = fixed_batch_loss(module, data)
     assert after < 0.8 * before, (before, after)
     assert float(module.train_cpu_seconds) > 0.0
@@ -159,3 +165,27 @@ def test_shipped_ldm_loads_and_samples() -> None:
     assert images.dtype == np.float32 and 0.0 <= images.min() and images.max() <= 1.0
     assert pipe.text_encoder.config.num_hidden_layers == 0
     assert sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) <= 30 * 2**20
+
+
+def test_localization_loss_hand_computed() -> None:
+    probs = torch.full((1, 4, 3), 0.0)
+    probs[0, :, 1] = torch.tensor([0.9, 0.1, 0.1, 0.1])  # token 1 attends to the top-left pixel
+    masks = torch.tensor([[[1, 0], [0, 0]]])
+    loss = localization_loss([probs], [[(1, [1])]], masks)
+    assert float(loss) == pytest.approx(0.1 - 0.9)
+    # a dropped caption (None) and a class absent from the mask contribute nothing
+    assert float(localization_loss([probs], [None], masks)) == 0.0
+    assert float(localization_loss([probs], [[(2, [1])]], masks)) == 0.0
+
+
+def test_recording_processor_matches_default_attention(vae_dir: Path) -> None:
+    module = DiffusionTrainModule(stage="ldm", vae_dir=str(vae_dir), **TINY)
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 700])
+    text = torch.randn(2, 77, 16)
+    with torch.no_grad():
+        reference = module.unet(x, t, text).sample
+        store = install_recording(module.unet)
+        recorded = module.unet(x, t, text).sample
+    assert torch.allclose(recorded, reference, atol=1e-5)
+    assert len(store) == sum(n.endswith("attn2.processor") for n in module.unet.attn_processors)
+    assert all(torch.allclose(m.sum(-1), torch.ones(())) for m in store)  # probabilities
