@@ -13,7 +13,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from fixtures_diffusion import tiny_pipeline_dir_fixture  # noqa: F401  (fixture tiny_pipeline_dir)
 from fixtures_robust import FixedLogitsNet
 from fixtures_segmentation import TINY_NET_ARGS
 from lightning.pytorch.loggers import WandbLogger
@@ -495,11 +494,14 @@ def test_reliability_media_logger_logs_heatmaps_and_disagreement_and_warns_once(
 
 # slow: synthesis with the tiny pipeline; the CLI test of voc_synth_beco prunes by default.
 @pytest.mark.slow
-def test_synthetic_data_module_prunes_least_reliable_samples(tiny_pipeline_dir, tmp_path) -> None:
+def test_synthetic_data_module_prunes_least_reliable_samples(tmp_path) -> None:
     from synthmask.datamodules.synthetic import SyntheticSegDataModule
     from synthmask.diffusion.pipeline import PipelineConfig
+    from synthmask.diffusion.tiny import build_tiny_pipeline
     from synthmask.synthesis_plan import PromptConfig
 
+    tiny_pipeline_dir = tmp_path / "pipe"  # latent 16, image 32
+    build_tiny_pipeline(tiny_pipeline_dir, sample_size=16, text_layers=1)
     dm = SyntheticSegDataModule(
         pipeline=PipelineConfig(model=str(tiny_pipeline_dir), num_inference_steps=2),
         prompts=PromptConfig(classes=["cat", "dog"]),
