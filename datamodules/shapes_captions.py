@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from lightning.pytorch import LightningDataModule
-from synthmask.datamodules.shapes_world import scene_config_from_args
 from torch.utils.data import DataLoader
 
+from synthmask.datamodules.shapes_world import scene_config_from_args
 from synthmask.world import (
     SceneConfig,
     ShapesCaptionDataset,
