@@ -229,10 +229,16 @@ def checkpoint_info(ckpt: Path) -> dict[str, float]:
 
 
 def append_row(path: Path, row: dict) -> None:
+    """Append ``row`` under the file's existing header (missing fields left empty)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(row)
+    if path.exists():
+        with path.open() as f:
+            fields = next(csv.reader(f), fields)
+        fields += [k for k in row if k not in fields]
     new = not path.exists()
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
         if new:
             writer.writeheader()
         writer.writerow(row)
@@ -263,7 +269,7 @@ def plot_curve(csv_path: Path, out_png: Path, tag: str = "watch") -> None:
     import matplotlib.pyplot as plt
 
     with csv_path.open() as f:
-        rows = [r for r in csv.DictReader(f) if r.get("tag") == tag and r.get("cpu_hours")]
+        rows = [r for r in csv.DictReader(f) if tag in (r.get("tag"), "all") and r.get("cpu_hours")]
     rows.sort(key=lambda r: float(r["cpu_hours"]))
     hours = [float(r["cpu_hours"]) for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
