@@ -1,11 +1,15 @@
 """Optional class-word localization loss for training the tiny LDM (off by default).
 
-A FastComposer-style term (Xiao et al. 2023): for every class word of a caption, the mean
-cross-attention probability of its tokens *outside* the object minus the mean *inside* it, on
-every ``attn2`` layer, with the object's exact training mask pooled to the layer's resolution.
-Real Stable Diffusion localizes because of its scale; a few CPU hours of a 3M-parameter UNet
-do not get there alone, so this term makes the stand-in behave like SD. It touches training
-only: the saved model is a plain ``StableDiffusionPipeline`` with default processors.
+For every class word of a caption and every ``attn2`` layer, the word's attention over the
+image positions (its tokens' probabilities, summed) is read as a spatial distribution; the loss
+is the fraction of that mass *outside* the object's exact training mask (pooled to the layer's
+resolution). It asks only that the word look at its object more than elsewhere; it does not
+ask object pixels to spend their attention on the word, so they can still read the colour and
+other words. (A first try with FastComposer's mean-outside minus mean-inside probabilities made
+object pixels attend almost only to the class word and the model lost the colours.)
+Real Stable Diffusion localizes because of its scale; a few CPU hours of a 3M-parameter UNet do
+not get there alone. The term touches training only: the saved model is a plain
+``StableDiffusionPipeline`` with default processors.
 """
 
 from __future__ import annotations
@@ -68,7 +72,8 @@ def localization_loss(
     token_positions: list[list[tuple[int, list[int]]] | None],
     masks: torch.Tensor,
 ) -> torch.Tensor:
-    """Mean over layers and class words of ``mean_out(A_word) - mean_in(A_word)``.
+    """Mean over layers and class words of the fraction of the word's attention mass that
+    falls outside its object (0 = all inside, 1 = all outside).
 
     Args:
         maps: per attn2 layer, probabilities (B, N, T) with N = r*r.
@@ -92,9 +97,7 @@ def localization_loss(
                 if area < 0.5 or area > inside.numel() - 0.5:
                     continue
                 word = probs[b, :, tokens].sum(-1)
-                mean_in = (word * inside).sum() / area
-                mean_out = (word * (1 - inside)).sum() / (inside.numel() - area)
-                terms.append(mean_out - mean_in)
+                terms.append(1.0 - (word * inside).sum() / word.sum().clamp_min(1e-8))
     if not terms:
         return masks.new_zeros((), dtype=torch.float32)
     return torch.stack(terms).mean()
