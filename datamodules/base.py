@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
 from synthmask.datamodules.dataset import (
     MaskReader,
     SegmentationFileDataset,
@@ -15,13 +17,13 @@ from synthmask.datamodules.dataset import (
     pad_collate,
     seed_worker,
 )
+from synthmask.datamodules.loaders import build_loader
 from synthmask.datamodules.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     build_train_transform,
     build_val_transform,
 )
-from torch.utils.data import DataLoader
 
 SPLITS = ("train", "val")
 
@@ -170,19 +172,14 @@ class SegmentationDataModule(LightningDataModule):
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             self.setup("fit" if split == "train" else "validate")
-        dataset = self.datasets[split]
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
+        return build_loader(
+            self.datasets[split],
+            batch_size,
+            shuffle,
+            self.num_workers,
             collate_fn=pad_collate,
+            pin_memory=self.pin_memory,
             worker_init_fn=seed_worker,
-            # Drop a ragged last train batch (BatchNorm fails on a batch of 1), but only when at
-            # least one full batch exists, so tiny data sets still train.
-            drop_last=shuffle and len(dataset) >= batch_size,
         )
 
     def train_dataloader(self) -> DataLoader:

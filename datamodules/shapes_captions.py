@@ -5,6 +5,7 @@ from __future__ import annotations
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from synthmask.datamodules.loaders import build_loader
 from synthmask.datamodules.shapes_world import scene_config_from_args
 from synthmask.world import (
     SceneConfig,
@@ -71,15 +72,12 @@ class ShapesCaptionDataModule(LightningDataModule):
         return ShapesCaptionDataset(world)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.dataset(split)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+        return build_loader(
+            self.dataset(split),
+            self.batch_size,
+            shuffle,
+            self.num_workers,
             collate_fn=collate_captions,
-            drop_last=shuffle and len(dataset) >= self.batch_size,
         )
 
     def train_dataloader(self) -> DataLoader:

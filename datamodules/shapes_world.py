@@ -5,6 +5,7 @@ from __future__ import annotations
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from synthmask.datamodules.loaders import build_loader
 from synthmask.world import SceneConfig, ShapesSegmentationDataset, ShapesWorld, get_domain
 from synthmask.world.shapes import class_names as world_class_names
 
@@ -111,16 +112,7 @@ class ShapesWorldDataModule(LightningDataModule):
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
-        dataset = self.datasets[split]
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            # BatchNorm fails on a final batch of 1; drop a ragged train batch when a full one exists.
-            drop_last=shuffle and len(dataset) >= batch_size,
-        )
+        return build_loader(self.datasets[split], batch_size, shuffle, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

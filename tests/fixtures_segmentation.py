@@ -11,6 +11,8 @@ from lightning.pytorch import Callback, LightningDataModule
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from synthmask.datamodules.loaders import build_loader
+
 TINY_NET_ARGS = [
     "--model.init_args.net.class_path=synthmask.models.DeepLabV3Plus",
     "--model.init_args.net.init_args.encoder_name=test_resnet",
@@ -81,7 +83,8 @@ class TinySegDataModule(LightningDataModule):
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False)
+        # The project's loader helper: unpadded per-rank shards under DDP (tests/test_ddp.py).
+        return build_loader(self.val_set, self.batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
@@ -111,3 +114,24 @@ class RecordValMiou(Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self.values.append(float(trainer.callback_metrics["val/mIoU"]))
+
+
+class PrintValSampleCount(Callback):
+    """Prints ``synthmask-test: val samples = N`` after every validation epoch (global rank zero),
+    N = validation samples seen by all processes together (tests/test_ddp.py: no duplicates)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.count = 0
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        self.count += len(batch["image"])
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        total = trainer.strategy.reduce(torch.tensor(float(self.count)), reduce_op="sum")
+        if trainer.is_global_zero:
+            print(f"synthmask-test: val samples = {int(total)}", flush=True)

@@ -2,11 +2,13 @@
 computes for the same weights on the same data (slow).
 
 A 2-process CPU DDP run trains 3 epochs and prints its final val/mIoU (validation split over the
-processes, 4 images each, confusion matrices synced by torchmetrics). One process then validates
-the run's last checkpoint on the same 8 validation images. (Training itself cannot be made
-bit-identical between 1 and 2 processes on CPU: SyncBatchNorm is GPU-only, so BatchNorm sees
-per-process batches.) A metric computed per process and averaged, instead of synced, would in
-general not equal the single-process value.
+processes, confusion matrices synced by torchmetrics). One process then validates the run's last
+checkpoint on the same 5 validation images. 5 images on 2 processes is uneven on purpose (3 + 2
+images, 2 + 1 batches): Lightning's own DistributedSampler would repeat an image to even them out
+and skew the mIoU; the data modules' UnpaddedDistributedSampler (datamodules/loaders.py) does
+not. (Training itself cannot be made bit-identical between 1 and 2 processes on CPU: SyncBatchNorm
+is GPU-only, so BatchNorm sees per-process batches.) A metric computed per process and averaged,
+instead of synced, would in general not equal the single-process value.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ COMMON = [
     "--model.init_args.net.init_args.low_level_channels=8",
     "--data=fixtures_segmentation.TinySegDataModule",
     "--data.init_args.train_length=8",
-    "--data.init_args.val_length=8",
+    "--data.init_args.val_length=5",
     "--data.init_args.batch_size=2",
     "--trainer.accelerator=cpu",
     "--trainer.logger=false",
@@ -75,7 +77,11 @@ def test_ddp_validation_miou_equals_single_process_on_same_weights(tmp_path: Pat
         "--trainer.max_epochs=3",
         "--trainer.num_sanity_val_steps=0",
         f"--trainer.default_root_dir={run_dir}",
+        "--trainer.callbacks+=fixtures_segmentation.PrintValSampleCount",
     )
+    # Every epoch validated each of the 5 images exactly once over both processes (a padding
+    # sampler would show 6; the mIoU check alone can miss it when every image scores alike).
+    assert re.findall(r"synthmask-test: val samples = (\d+)", stdout) == ["5"] * 3
     ddp_miou = _printed(stdout, "final val/mIoU")
     checkpoint = next(run_dir.rglob("*.ckpt"))
     single = _synthmask(
