@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from synthmask.masks.heatmaps import class_heatmaps
-from synthmask.masks.types import IGNORE_INDEX, PseudoMask, absent_to_neg_inf
+from synthmask.masks.method import HeatmapMaskMethod
+from synthmask.masks.types import PseudoMask, absent_to_neg_inf, argmax_label
 
 
 def attn2mask_from_heatmaps(
@@ -27,21 +27,15 @@ def attn2mask_from_heatmaps(
     scores = heat.clone()
     scores[:, 0] = 1.0 - heat[:, 1:].amax(dim=1) - beta
     scores = absent_to_neg_inf(scores, present)
-    label = scores.argmax(dim=1)
-    if ignore_margin is not None:
-        top2 = scores.topk(2, dim=1).values
-        label = label.masked_fill(top2[:, 0] - top2[:, 1] < ignore_margin, IGNORE_INDEX)
-    return PseudoMask(label=label, scores=scores)
+    return PseudoMask(label=argmax_label(scores, ignore_margin), scores=scores)
 
 
 @dataclass
-class Attn2Mask:
+class Attn2Mask(HeatmapMaskMethod):
     """attn2mask (replicated setting beta = 0.2, no ignore)."""
 
     beta: float = 0.2
     ignore_margin: float | None = None
-
-    needs_self_attention = False
 
     def __post_init__(self) -> None:
         if self.ignore_margin is not None and self.ignore_margin < 0:
@@ -50,16 +44,5 @@ class Attn2Mask:
     def params(self) -> dict[str, Any]:
         return {"beta": self.beta, "ignore_margin": self.ignore_margin}
 
-    def __call__(
-        self,
-        cross_attention: dict[int, torch.Tensor],
-        self_attention: dict[int, torch.Tensor] | None,
-        token_positions: list[list[tuple[int, list[int]]]],
-        num_classes: int,
-        size: tuple[int, int],
-        **heatmap_kwargs: Any,
-    ) -> PseudoMask:
-        heat, present = class_heatmaps(
-            cross_attention, token_positions, num_classes, size, **heatmap_kwargs
-        )
+    def from_heatmaps(self, heat: torch.Tensor, present: torch.Tensor) -> PseudoMask:
         return attn2mask_from_heatmaps(heat, present, self.beta, self.ignore_margin)

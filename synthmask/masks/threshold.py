@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from synthmask.masks.heatmaps import class_heatmaps
-from synthmask.masks.types import IGNORE_INDEX, PseudoMask, absent_to_neg_inf
+from synthmask.masks.method import HeatmapMaskMethod
+from synthmask.masks.types import PseudoMask, absent_to_neg_inf, argmax_label
 
 
 def otsu_thresholds(heat: torch.Tensor, bins: int = 256) -> torch.Tensor:
@@ -85,22 +85,16 @@ def threshold_from_heatmaps(
     scores = heat - thresholds[:, :, None, None]
     scores[:, 0] = 0.0
     scores = absent_to_neg_inf(scores, present)
-    label = scores.argmax(dim=1)
-    if ignore_margin is not None:
-        top2 = scores.topk(2, dim=1).values
-        label = label.masked_fill(top2[:, 0] - top2[:, 1] < ignore_margin, IGNORE_INDEX)
-    return PseudoMask(label=label, scores=scores)
+    return PseudoMask(label=argmax_label(scores, ignore_margin), scores=scores)
 
 
 @dataclass
-class ThresholdMask:
+class ThresholdMask(HeatmapMaskMethod):
     """DiffuMask-style per-class threshold ("otsu" search per image by default)."""
 
     threshold: float | str | dict[int, float] = "otsu"
     default_threshold: float = 0.5
     ignore_margin: float | None = None
-
-    needs_self_attention = False
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, dict):
@@ -126,18 +120,7 @@ class ThresholdMask:
             "ignore_margin": self.ignore_margin,
         }
 
-    def __call__(
-        self,
-        cross_attention: dict[int, torch.Tensor],
-        self_attention: dict[int, torch.Tensor] | None,
-        token_positions: list[list[tuple[int, list[int]]]],
-        num_classes: int,
-        size: tuple[int, int],
-        **heatmap_kwargs: Any,
-    ) -> PseudoMask:
-        heat, present = class_heatmaps(
-            cross_attention, token_positions, num_classes, size, **heatmap_kwargs
-        )
+    def from_heatmaps(self, heat: torch.Tensor, present: torch.Tensor) -> PseudoMask:
         return threshold_from_heatmaps(
             heat, present, self.threshold, self.default_threshold, self.ignore_margin
         )

@@ -50,3 +50,18 @@ def absent_to_neg_inf(scores: torch.Tensor, present: torch.Tensor) -> torch.Tens
     keep = present.clone()
     keep[:, 0] = True
     return scores.masked_fill(~keep[:, :, None, None], float("-inf"))
+
+
+def argmax_label(scores: torch.Tensor, ignore_margin: float | None = None) -> torch.Tensor:
+    """Per-pixel best channel (ties go to the lower channel, background first). With
+    `ignore_margin`, pixels whose top score is not ahead of the runner-up by at least that much
+    become IGNORE_INDEX.
+
+    Shape:
+        scores (B, C, H, W) -> label int64 (B, H, W)
+    """
+    label = scores.argmax(dim=1)
+    if ignore_margin is not None:
+        top2 = scores.topk(2, dim=1).values
+        label = label.masked_fill(top2[:, 0] - top2[:, 1] < ignore_margin, IGNORE_INDEX)
+    return label
