@@ -21,12 +21,10 @@ class PerClassIoUTable(WandbCallback):
         self.key = key
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking:
+        found = self.validation_output(trainer, pl_module, "last_val_iou")
+        if found is None:
             return
-        logger = self.wandb_logger(trainer)
-        per_class = getattr(pl_module, "last_val_iou", None)
-        if logger is None or per_class is None:
-            return
+        logger, per_class = found
         names = class_names_of(trainer, pl_module)
         rows = [
             [class_id, name, None if math.isnan(value) else value]

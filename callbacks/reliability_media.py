@@ -10,12 +10,13 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 
 from synthmask.callbacks.wandb_media import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+    FirstValBatchMediaCallback,
+    as_uint8,
     class_labels,
     denormalize_to_uint8,
+    mask_overlays,
 )
-from synthmask.callbacks.wandb_utils import WandbCallback, class_names_of
+from synthmask.callbacks.wandb_utils import class_names_of
 
 # Maps shown as heatmaps, in panel order, when the stored batch has them (all in [0, 1] except
 # margin, which is divided by its per-sample maximum).
@@ -63,7 +64,7 @@ def heatmap_panels(
     return np.concatenate(panels, axis=1), names
 
 
-class ReliabilityMediaLogger(WandbCallback):
+class ReliabilityMediaLogger(FirstValBatchMediaCallback):
     """Logs, for ``max_images`` samples of the first validation batch (rank zero only):
 
     - ``<key>/heatmaps``: image | reliability | margin | confidence | disagreement strips (the
@@ -86,22 +87,14 @@ class ReliabilityMediaLogger(WandbCallback):
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
     ) -> None:
-        super().__init__()
-        self.max_images = max_images
-        self.key = key
-        self.mean = mean
-        self.std = std
+        super().__init__(max_images, key, mean, std)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking:
+        found = self.validation_output(trainer, pl_module, "first_val_batch")
+        if found is None:
             return
-        logger = self.wandb_logger(trainer)
-        stored = getattr(pl_module, "first_val_batch", None)
-        if logger is None or stored is None:
-            return
-        hparams = getattr(getattr(trainer, "datamodule", None), "hparams", {}) or {}
-        mean = self.mean or hparams.get("mean") or IMAGENET_MEAN
-        std = self.std or hparams.get("std") or IMAGENET_STD
+        logger, stored = found
+        mean, std = self.normalization(trainer)
         n = min(self.max_images, len(stored["image"]))
         strips = [heatmap_panels(stored, i, mean, std) for i in range(n)]
         captions = [
@@ -120,10 +113,9 @@ class ReliabilityMediaLogger(WandbCallback):
         images = denormalize_to_uint8(stored["image"][:n], mean, std)
         masks = [
             {
-                "ground_truth": {"mask_data": _uint8(stored["mask"][i]), "class_labels": labels},
-                "prediction": {"mask_data": _uint8(stored["pred"][i]), "class_labels": labels},
+                **mask_overlays(stored, i, labels),
                 "disagreement": {
-                    "mask_data": _uint8(stored["disagreement"][i] > 0.5),
+                    "mask_data": as_uint8(stored["disagreement"][i] > 0.5),
                     "class_labels": {0: "nets agree", 1: "nets disagree"},
                 },
             }
@@ -136,8 +128,3 @@ class ReliabilityMediaLogger(WandbCallback):
             masks=masks,
             caption=[f"epoch {trainer.current_epoch} sample {i}" for i in range(n)],
         )
-
-
-def _uint8(mask: torch.Tensor) -> np.ndarray:
-    """Shape: (H, W) ids < 256 or bool -> (H, W) uint8."""
-    return mask.to(torch.uint8).numpy()

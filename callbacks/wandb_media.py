@@ -1,4 +1,5 @@
-"""SegmentationMediaLogger: W&B image / ground-truth / prediction overlays of the first val batch."""
+"""SegmentationMediaLogger: W&B image / ground-truth / prediction overlays of the first val batch;
+the shared base and helpers of the first-val-batch media callbacks."""
 
 from __future__ import annotations
 
@@ -34,7 +35,57 @@ def class_labels(class_names: Sequence[str]) -> dict[int, str]:
     return {**dict(enumerate(class_names)), IGNORE_INDEX: "ignore"}
 
 
-class SegmentationMediaLogger(WandbCallback):
+def mask_overlays(
+    stored: dict[str, torch.Tensor], index: int, labels: dict[int, str]
+) -> dict[str, dict]:
+    """W&B ``masks=`` entry of one stored sample: its ground truth and prediction.
+
+    Shape:
+        stored["mask"], stored["pred"] (N, H, W) int64 ids < 256
+    """
+    return {
+        "ground_truth": {"mask_data": as_uint8(stored["mask"][index]), "class_labels": labels},
+        "prediction": {"mask_data": as_uint8(stored["pred"][index]), "class_labels": labels},
+    }
+
+
+def as_uint8(mask: torch.Tensor) -> np.ndarray:
+    """Shape: (H, W) int64 with ids < 256, or bool -> (H, W) uint8."""
+    return mask.to(torch.uint8).numpy()
+
+
+class FirstValBatchMediaCallback(WandbCallback):
+    """Base of the callbacks that log media of ``pl_module.first_val_batch`` (as stored by
+    ``SegmentationModule``) at the end of every non-sanity validation, on rank zero only.
+
+    Args:
+        max_images: how many samples to show.
+        key: the W&B key (or key prefix) of the media.
+        mean, std: normalisation of the data (None: the data module's ``mean``/``std``
+            hyper-parameters if it has them, else ImageNet's).
+    """
+
+    def __init__(
+        self,
+        max_images: int,
+        key: str,
+        mean: tuple[float, float, float] | None,
+        std: tuple[float, float, float] | None,
+    ) -> None:
+        super().__init__()
+        self.max_images = max_images
+        self.key = key
+        self.mean = mean
+        self.std = std
+
+    def normalization(self, trainer: Trainer) -> tuple[Sequence[float], Sequence[float]]:
+        hparams = getattr(getattr(trainer, "datamodule", None), "hparams", {}) or {}
+        mean = self.mean or hparams.get("mean") or IMAGENET_MEAN
+        std = self.std or hparams.get("std") or IMAGENET_STD
+        return mean, std
+
+
+class SegmentationMediaLogger(FirstValBatchMediaCallback):
     """Logs ``max_images`` overlays (image + ground-truth + prediction masks with class labels)
     from the first validation batch of each validation epoch, on rank zero only.
 
@@ -55,43 +106,19 @@ class SegmentationMediaLogger(WandbCallback):
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
     ) -> None:
-        super().__init__()
-        self.max_images = max_images
-        self.key = key
-        self.mean = mean
-        self.std = std
+        super().__init__(max_images, key, mean, std)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # on_validation_end runs after the module's on_validation_epoch_end, so the batch is fresh.
-        if trainer.sanity_checking:
+        found = self.validation_output(trainer, pl_module, "first_val_batch")
+        if found is None:
             return
-        logger = self.wandb_logger(trainer)
-        stored = getattr(pl_module, "first_val_batch", None)
-        if logger is None or stored is None:
-            return
-        mean, std = self._normalization(trainer)
+        logger, stored = found
+        mean, std = self.normalization(trainer)
         n = min(self.max_images, len(stored["image"]))
         images = denormalize_to_uint8(stored["image"][:n], mean, std)
         labels = class_labels(class_names_of(trainer, pl_module))
-        masks = [
-            {
-                "ground_truth": {"mask_data": _as_uint8(stored["mask"][i]), "class_labels": labels},
-                "prediction": {"mask_data": _as_uint8(stored["pred"][i]), "class_labels": labels},
-            }
-            for i in range(n)
-        ]
+        masks = [mask_overlays(stored, i, labels) for i in range(n)]
         captions = [f"epoch {trainer.current_epoch} sample {i}" for i in range(n)]
         logger.log_image(
             self.key, list(images), step=trainer.global_step, masks=masks, caption=captions
         )
-
-    def _normalization(self, trainer: Trainer) -> tuple[Sequence[float], Sequence[float]]:
-        hparams = getattr(getattr(trainer, "datamodule", None), "hparams", {}) or {}
-        mean = self.mean or hparams.get("mean") or IMAGENET_MEAN
-        std = self.std or hparams.get("std") or IMAGENET_STD
-        return mean, std
-
-
-def _as_uint8(mask: torch.Tensor) -> np.ndarray:
-    """Shape: (H, W) int64 with ids < 256 -> (H, W) uint8."""
-    return mask.to(torch.uint8).numpy()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
@@ -61,3 +63,17 @@ class WandbCallback(Callback):
             define_summary_max(logger)
             self._summary_defined = True
         return logger
+
+    def validation_output(
+        self, trainer: Trainer, pl_module: LightningModule, attribute: str
+    ) -> tuple[WandbLogger, Any] | None:
+        """(W&B logger, ``pl_module.<attribute>``) after a real (non-sanity) validation on rank
+        zero, or None when there is nothing to log (no logger, attribute missing or None)."""
+        # on_validation_end runs after the module's on_validation_epoch_end, so the value is fresh.
+        if trainer.sanity_checking:
+            return None
+        logger = self.wandb_logger(trainer)
+        value = getattr(pl_module, attribute, None)
+        if logger is None or value is None:
+            return None
+        return logger, value
