@@ -42,6 +42,23 @@ def _check_scale_range(scale_range: Sequence[float]) -> tuple[float, float]:
     return float(scale_range[0]), float(scale_range[1])
 
 
+def _pad_bottom_right(height: int, width: int, ignore_index: int) -> A.PadIfNeeded:
+    """Pad to at least (height, width) at the bottom/right: image with 0, mask with the ignore id."""
+    return A.PadIfNeeded(
+        min_height=height,
+        min_width=width,
+        position="top_left",
+        border_mode=cv2.BORDER_CONSTANT,
+        fill=0,
+        fill_mask=ignore_index,
+    )
+
+
+def _normalize_to_tensor(mean: Sequence[float], std: Sequence[float]) -> list[A.BasicTransform]:
+    """uint8 pixels -> (x / 255 - mean) / std -> (3, H, W) float32 tensor (mask as a tensor)."""
+    return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+
+
 def build_train_transform(
     crop_size: int | Sequence[int] = 512,
     scale_range: Sequence[float] = (0.5, 2.0),
@@ -77,18 +94,10 @@ def build_train_transform(
             )
         )
     steps += [
-        A.PadIfNeeded(
-            min_height=crop_h,
-            min_width=crop_w,
-            position="top_left",
-            border_mode=cv2.BORDER_CONSTANT,
-            fill=0,
-            fill_mask=ignore_index,
-        ),
+        _pad_bottom_right(crop_h, crop_w, ignore_index),
         A.RandomCrop(height=crop_h, width=crop_w),
         A.HorizontalFlip(p=float(hflip_prob)),
-        A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
-        ToTensorV2(),
+        *_normalize_to_tensor(mean, std),
     ]
     return A.Compose(steps)
 
@@ -118,16 +127,6 @@ def build_val_transform(
             )
         )
     if pad_to is not None:
-        pad_h, pad_w = crop_hw(pad_to)
-        steps.append(
-            A.PadIfNeeded(
-                min_height=pad_h,
-                min_width=pad_w,
-                position="top_left",
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
-                fill_mask=ignore_index,
-            )
-        )
-    steps += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+        steps.append(_pad_bottom_right(*crop_hw(pad_to), ignore_index))
+    steps += _normalize_to_tensor(mean, std)
     return A.Compose(steps)
