@@ -16,13 +16,15 @@ top 50% margin within each class of each image (synthmask.masks.reliable_mask). 
 the noisy mask itself, so the noise level is exactly controlled; low margins concentrate at
 (noisy) boundaries, as attention maps do.
 
-Part (b) "ldm": pseudo-masks from the shipped shapes-world LDM (synthmask/assets/shapes_ldm),
-when present (see --part ldm).
+Part (b) "ldm": pseudo-masks, margins and reliability maps of the shipped shapes-world LDM
+(synthmask/assets/shapes_ldm, step 9334), synthesized once through the synthesis engine into a
+cache; 6 shapes; evaluated on real plain-background scenes (see ablation_robust_ldm.py).
 
 Each run appends one JSON line to --out (resumable: finished runs are skipped);
 ``--report`` prints the Markdown table and writes the PNG plot.
 
     OMP_NUM_THREADS=1 nohup python benchmarks/ablation_robust.py --part noisy &
+    OMP_NUM_THREADS=1 nohup python benchmarks/ablation_robust.py --part ldm --steps 160 &
     python benchmarks/ablation_robust.py --report
 """
 
@@ -352,23 +354,44 @@ def main() -> None:
     parser.add_argument("--part", default="noisy", choices=("noisy", "ldm"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--levels", type=float, nargs="+", default=[0.0, *LEVELS])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=ALL_METHODS)
+    parser.add_argument("--methods", nargs="+", default=None, choices=ALL_METHODS)
     parser.add_argument("--prune", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--steps", type=int, default=Budget.steps)
     parser.add_argument("--out", default=str(HERE / "results" / "ablation_robust.jsonl"))
     parser.add_argument("--plot", default=str(HERE / "ablation_robust.png"))
     parser.add_argument("--report", action="store_true")
+    ldm = parser.add_argument_group("part ldm")
+    ldm.add_argument("--ldm-images", type=int, default=384, help="synthetic training images")
+    ldm.add_argument("--ldm-steps", type=int, default=25, help="DDIM steps")
+    ldm.add_argument("--ldm-guidance", type=float, default=3.0)
+    ldm.add_argument("--ldm-val", type=int, default=300, help="real val scenes")
+    ldm.add_argument("--ldm-cache", default="/work/ldm_runs/ablation_cache")
+    ldm.add_argument("--ldm-out", default=str(HERE / "results" / "ablation_robust_ldm.jsonl"))
+    ldm.add_argument("--ldm-info", default=str(HERE / "results" / "ablation_robust_ldm_data.json"))
+    ldm.add_argument("--ldm-plot", default=str(HERE / "ablation_robust_ldm.png"))
+    ldm.add_argument("--synth-only", action="store_true", help="only fill the cache")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.report:
-        print(report(Path(args.out), Path(args.plot)))
+        if Path(args.out).exists():
+            print(report(Path(args.out), Path(args.plot)))
+        if Path(args.ldm_out).exists():
+            from ablation_robust_ldm import ldm_report
+
+            print("\n" + ldm_report(Path(args.ldm_out), Path(args.ldm_plot)))
         return
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    budget = Budget(steps=args.steps)
     if args.part == "noisy":
-        run_noisy(args, budget)
+        args.methods = args.methods or list(METHODS)
+        run_noisy(args, Budget(steps=args.steps))
     else:
-        raise SystemExit("--part ldm: see run_ldm (needs synthmask/assets/shapes_ldm)")
+        from ablation_robust_ldm import DEFAULT_SHAPES, LDM_CONFIGS, run_ldm
+
+        args.methods = args.methods or sorted({c[1] for c in LDM_CONFIGS})
+        budget = Budget(
+            steps=args.steps, n_train=args.ldm_images, n_val=args.ldm_val, shapes=DEFAULT_SHAPES
+        )
+        run_ldm(args, budget, train)
 
 
 if __name__ == "__main__":
