@@ -12,13 +12,13 @@ Two stages, one class (``stage``):
   (so it is in every checkpoint and a resumed run continues it).
 
 Export: ``python -m synthmask.lightning_modules.diffusion_train export CKPT OUT_DIR`` writes a
-standard ``StableDiffusionPipeline`` directory (EMA weights) loadable with ``from_pretrained``.
+standard ``StableDiffusionPipeline`` directory (EMA weights) loadable with ``from_pretrained``
+(the export code is in ``diffusion_export.py``).
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 import sys
 import time
 from collections.abc import Sequence
@@ -208,15 +208,14 @@ class DiffusionTrainModule(LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images = batch["image"]
         if self.stage == "vae":
-            return self._vae_step(images)
-        return self._ldm_step(
+            losses = self.vae_losses(images)
+            self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True)
+            return losses["loss"]
+        loss, v_mse, loc = self.ldm_loss(
             images, list(batch["caption"]), batch.get("prompt"), batch.get("mask")
         )
-
-    def _vae_step(self, images: torch.Tensor) -> torch.Tensor:
-        losses = self.vae_losses(images)
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True)
-        return losses["loss"]
+        self.log_dict({"train/loss": loss, "train/v_mse": v_mse, "train/loc": loc}, prog_bar=True)
+        return loss
 
     def vae_losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Autoencoder loss terms of a batch in [-1, 1]; "loss" is the weighted total."""
@@ -240,17 +239,6 @@ class DiffusionTrainModule(LightningModule):
             return_tensors="pt",
         ).input_ids.to(self.device)
         return encoder(ids)[0]
-
-    def _ldm_step(
-        self,
-        images: torch.Tensor,
-        captions: list[str],
-        prompts: list[Prompt] | None = None,
-        masks: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        loss, v_mse, loc = self.ldm_loss(images, captions, prompts, masks)
-        self.log_dict({"train/loss": loss, "train/v_mse": v_mse, "train/loc": loc}, prog_bar=True)
-        return loss
 
     def ldm_loss(
         self,
@@ -388,58 +376,17 @@ class DiffusionTrainModule(LightningModule):
         }
 
 
-def export_pipeline(
-    checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True, fp16: bool = True
-) -> StableDiffusionPipeline:
-    """Write a ``StableDiffusionPipeline`` dir (safetensors) from an "ldm" training checkpoint."""
-    state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-    names = inspect.signature(DiffusionTrainModule.__init__).parameters
-    hparams = {k: v for k, v in state["hyper_parameters"].items() if k in names}
-    hparams.update(vae_dir=None, init_pipeline_dir=None, init_ema_dir=None, sample_every_n_steps=0)
-    module = DiffusionTrainModule(**hparams)
-    module.load_state_dict(state["state_dict"])
-    pipe = module.pipeline(use_ema=use_ema)
-    if fp16:
-        pipe.to(torch.float16)
-    out_dir = Path(out_dir)
-    pipe.save_pretrained(str(out_dir), safe_serialization=True)
-    build_clip_tokenizer(out_dir / "tokenizer")
-    return pipe
+def __getattr__(name: str) -> Any:
+    # The checkpoint export helpers live in diffusion_export; this keeps their old import path
+    # (lazily, because diffusion_export imports DiffusionTrainModule from here).
+    if name in ("export_pipeline", "export_resume_state", "module_from_checkpoint"):
+        from synthmask.lightning_modules import diffusion_export
 
-
-def export_resume_state(checkpoint: str | Path, out_dir: str | Path) -> None:
-    """Save the *non-EMA* UNet + text encoder (fp16 safetensors) of a checkpoint, so a later run
-    continues training with ``init_pipeline_dir=out_dir`` (EMA from the shipped pipeline)."""
-    state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-    names = inspect.signature(DiffusionTrainModule.__init__).parameters
-    hparams = {k: v for k, v in state["hyper_parameters"].items() if k in names}
-    hparams.update(vae_dir=None, init_pipeline_dir=None, init_ema_dir=None, sample_every_n_steps=0)
-    module = DiffusionTrainModule(**hparams)
-    module.load_state_dict(state["state_dict"])
-    out_dir = Path(out_dir)
-    module.unet.half().save_pretrained(str(out_dir / "unet"), safe_serialization=True)
-    module.text_encoder.half().save_pretrained(
-        str(out_dir / "text_encoder"), safe_serialization=True
-    )
-
-
-USAGE = (
-    "usage: python -m synthmask.lightning_modules.diffusion_train export CKPT OUT_DIR "
-    "[--no-ema] [--fp32]\n"
-    "       python -m synthmask.lightning_modules.diffusion_train resume-state CKPT OUT_DIR"
-)
-
-
-def _main(argv: list[str]) -> None:
-    if len(argv) < 3 or argv[0] not in ("export", "resume-state"):
-        raise SystemExit(USAGE)
-    if argv[0] == "resume-state":
-        export_resume_state(argv[1], argv[2])
-        print(f"saved the non-EMA UNet + text encoder of {argv[1]} to {argv[2]}")
-        return
-    export_pipeline(argv[1], argv[2], use_ema="--no-ema" not in argv, fp16="--fp32" not in argv)
-    print(f"exported {argv[1]} -> {argv[2]} (EMA={'--no-ema' not in argv})")
+        return getattr(diffusion_export, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1:])
+    from synthmask.lightning_modules.diffusion_export import main
+
+    main(sys.argv[1:])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -153,6 +156,16 @@ def test_export_loads_with_from_pretrained(vae_dir: Path, tmp_path: Path) -> Non
     ).images  # fmt: skip
     assert images.shape == (1, 16, 16, 3)
     assert np.isfinite(images).all()
+    # The documented command line (the code lives in diffusion_export): non-EMA resume state.
+    resume = tmp_path / "resume"
+    subprocess.run(
+        [sys.executable, "-m", "synthmask.lightning_modules.diffusion_train", "resume-state",
+         str(tmp_path / "c" / "last.ckpt"), str(resume)],
+        check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )  # fmt: skip
+    unet = UNet2DConditionModel.from_pretrained(str(resume), subfolder="unet")
+    # The non-EMA weights, stored in fp16 (from_pretrained loads them back as float32).
+    assert torch.equal(unet.conv_in.weight, module.unet.conv_in.weight.detach().half().float())
 
 
 def test_shipped_ldm_loads_and_samples() -> None:
