@@ -56,14 +56,38 @@ def tiny_unet(
             f"sample_size={sample_size} is not divisible by 2**{n - 1} "
             f"(the UNet downsamples {n - 1} times); use a multiple of {2 ** (n - 1)}."
         )
+    return latent_unet(
+        sample_size,
+        block_out_channels,
+        ("CrossAttnDownBlock2D",) * n,
+        ("CrossAttnUpBlock2D",) * n,
+        cross_attention_dim,
+        attention_heads,
+        layers_per_block,
+        norm_num_groups,
+    )
+
+
+def latent_unet(
+    sample_size: int,
+    block_out_channels: Sequence[int],
+    down_block_types: Sequence[str],
+    up_block_types: Sequence[str],
+    cross_attention_dim: int,
+    attention_heads: int,
+    layers_per_block: int,
+    norm_num_groups: int,
+) -> UNet2DConditionModel:
+    """UNet2DConditionModel on 4-channel latents with the given block types (the mid block has
+    cross-attention); shared by the tiny test UNet and the shapes-world LDM recipe."""
     return UNet2DConditionModel(
         sample_size=sample_size,
         in_channels=4,
         out_channels=4,
         block_out_channels=tuple(block_out_channels),
         layers_per_block=layers_per_block,
-        down_block_types=("CrossAttnDownBlock2D",) * n,
-        up_block_types=("CrossAttnUpBlock2D",) * n,
+        down_block_types=tuple(down_block_types),
+        up_block_types=tuple(up_block_types),
         cross_attention_dim=cross_attention_dim,
         # diffusers' legacy naming: UNet2DConditionModel's `attention_head_dim` is the number
         # of heads. Few wide heads keep CPU SDPA fast (head_dim 4 is ~5x slower than 16).

@@ -27,7 +27,7 @@ from diffusers import (
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from synthmask.diffusion.tiny import SD_SCHEDULE, tiny_text_encoder, tiny_vae
+from synthmask.diffusion.tiny import SD_SCHEDULE, latent_unet, tiny_text_encoder, tiny_vae
 
 PREDICTION_TYPE = "v_prediction"
 
@@ -56,18 +56,15 @@ def build_shapes_unet(
         raise ValueError("cross_attention_levels has no True entry; enable at least one level.")
     down = tuple("CrossAttnDownBlock2D" if c else "DownBlock2D" for c in cross_attention_levels)
     up = tuple("CrossAttnUpBlock2D" if c else "UpBlock2D" for c in reversed(cross_attention_levels))
-    return UNet2DConditionModel(
-        sample_size=sample_size,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=tuple(block_out_channels),
-        layers_per_block=layers_per_block,
-        down_block_types=down,
-        up_block_types=up,
-        cross_attention_dim=cross_attention_dim,
-        # diffusers' legacy naming: this is the number of heads (few wide heads are fast on CPU).
-        attention_head_dim=attention_heads,
-        norm_num_groups=norm_num_groups,
+    return latent_unet(
+        sample_size,
+        block_out_channels,
+        down,
+        up,
+        cross_attention_dim,
+        attention_heads,
+        layers_per_block,
+        norm_num_groups,
     )
 
 
