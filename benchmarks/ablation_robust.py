@@ -19,9 +19,8 @@ the noisy mask itself, so the noise level is exactly controlled; low margins con
 Part (b) "ldm": pseudo-masks, margins and reliability maps of the shipped shapes-world LDM
 (synthmask/assets/shapes_ldm, step 9334), synthesized once through the synthesis engine into a
 cache; 6 shapes; evaluated on real plain-background scenes (see ablation_robust_ldm.py).
-
-Each run appends one JSON line to --out (resumable: finished runs are skipped);
-``--report`` prints the Markdown table and writes the PNG plot.
+Each run appends one JSON line to --out / --ldm-out (resumable: finished runs are skipped);
+``--report`` prints the Markdown tables and writes the PNG plots.
 
     OMP_NUM_THREADS=1 nohup python benchmarks/ablation_robust.py --part noisy &
     OMP_NUM_THREADS=1 nohup python benchmarks/ablation_robust.py --part ldm --steps 160 &
@@ -61,8 +60,9 @@ HERE = Path(__file__).resolve().parent
 IMAGENET_MEAN = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
 METHODS = ("ce", "ignore", "weight", "beco")
-# BECO without the online labels (offline labels and reliability for the whole run).
-EXTRA_METHODS = ("beco_offline",)
+# beco_offline: BECO without the online labels (offline labels and reliability for the whole run);
+# ignore_random (part ldm): `ignore` with a random half of the pixels marked reliable (control).
+EXTRA_METHODS = ("beco_offline", "ignore_random")
 ALL_METHODS = METHODS + EXTRA_METHODS
 PRUNE_LABELS = {0: "no", 1: "20% least reliable", 2: "20% at random"}
 LEVELS = (0.1, 0.3, 0.5)
@@ -194,7 +194,7 @@ def train(method: str, data: dict, num_classes: int, budget: Budget, seed: int) 
             loss = beco_step(nets, batch, method == "beco" and step >= warmup, g)
         else:
             logits = nets[0](batch["image"])
-            mode = {"ce": "none", "ignore": "ignore", "weight": "weight"}[method]
+            mode = {"ce": "none", "weight": "weight"}.get(method, "ignore")
             loss = reliability_weighted_cross_entropy(
                 logits, batch["mask"], batch["reliability"], mode=mode, options=options
             )
@@ -364,6 +364,7 @@ def main() -> None:
     ldm.add_argument("--ldm-images", type=int, default=384, help="synthetic training images")
     ldm.add_argument("--ldm-steps", type=int, default=25, help="DDIM steps")
     ldm.add_argument("--ldm-guidance", type=float, default=3.0)
+    ldm.add_argument("--ldm-mask", default="attn2mask", choices=("attn2mask", "self_refine"))
     ldm.add_argument("--ldm-val", type=int, default=300, help="real val scenes")
     ldm.add_argument("--ldm-cache", default="/work/ldm_runs/ablation_cache")
     ldm.add_argument("--ldm-out", default=str(HERE / "results" / "ablation_robust_ldm.jsonl"))

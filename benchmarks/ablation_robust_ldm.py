@@ -2,13 +2,15 @@
 
 The training set is synthesized once through the real synthesis engine
 (``SyntheticSegDataModule.synthesize`` -> ``synthmask.synthesis`` -> content-addressed cache),
-with the settings of ``experiments/shapes_synth.yaml`` (shapes vocabulary, "shapes" scene
-prompts with 1-2 subjects and colours p = 0.5, attn2mask beta 0.2, reliability = top 50% margin
-per class and image, 25 DDIM steps, guidance 3, plan seed 0), so the pseudo-masks, margins and
-reliability maps are the engine's own (the plan is a prefix of shapes_synth.yaml's: same keys).
+with the synthesis settings experiments/shapes_synth.yaml had at commit 2c5674c (shapes
+vocabulary, "shapes" scene prompts with 1-2 subjects and colours p = 0.5, attn2mask beta 0.2,
+reliability = top 50% margin per class and image, 25 DDIM steps, guidance 3, plan seed 0), so
+the pseudo-masks, margins and reliability maps are the engine's own. ``--ldm-mask self_refine``
+makes the same images' masks with Dataset Diffusion's self-attention refinement instead.
 The segmenter of part (a) trains on them and is evaluated on REAL rendered scenes with exact
 masks: the val split of shapes_synth.yaml (source domain, plain backgrounds, 1-2 objects, 32 px,
 6 shapes, base seed 0). Reference: plain CE on the exact masks of as many real training scenes.
+Control ``ignore_random``: ``ignore`` with a random half of the pixels marked reliable.
 
 Called from ``ablation_robust.py --part ldm`` (and ``--report``).
 """
@@ -46,8 +48,9 @@ LDM_CONFIGS = (
     ("pseudo", "ignore", 1),
     ("pseudo", "weight", 1),
     ("pseudo", "beco_offline", 1),
+    ("pseudo", "ignore_random", 0),  # control: is it *which* pixels `ignore` drops?
 )
-METHOD_ORDER = ("ce", "ignore", "weight", "beco", "beco_offline")
+METHOD_ORDER = ("ce", "ignore", "ignore_random", "weight", "beco", "beco_offline")
 
 
 def records_to_tensors(records: list[SampleRecord]) -> dict[str, torch.Tensor]:
@@ -122,9 +125,13 @@ def real_scenes(n: int, split: str, size: int = 32) -> dict[str, torch.Tensor]:
     }
 
 
-def ldm_datamodule(num_images: int, cache_dir: str, steps: int, guidance: float):
-    """The synthetic data module of experiments/shapes_synth.yaml (training part only)."""
+def ldm_datamodule(
+    num_images: int, cache_dir: str, steps: int, guidance: float, mask: str = "attn2mask"
+):
+    """The synthetic data module of experiments/shapes_synth.yaml (training part only);
+    ``mask="self_refine"``: Dataset Diffusion's self-attention refinement at latent side 16."""
     from synthmask.datamodules.synthetic import SyntheticSegDataModule
+    from synthmask.diffusion.capture import CaptureConfig
     from synthmask.diffusion.pipeline import PipelineConfig
     from synthmask.masks import MaskConfig
     from synthmask.prompts.scene_config import ScenePromptConfig
@@ -140,7 +147,12 @@ def ldm_datamodule(num_images: int, cache_dir: str, steps: int, guidance: float)
         ),
         vocabulary="shapes",
         prompts=ScenePromptConfig(scenes="shapes", min_subjects=1, max_subjects=2, color_prob=0.5),
-        mask=MaskConfig(method="attn2mask", params={"beta": 0.2}, reliability_fraction=0.5),
+        mask=MaskConfig(
+            method=mask,
+            params={"beta": 0.2} if mask == "attn2mask" else {"self_resolution": 16},
+            reliability_fraction=0.5,
+        ),
+        capture=CaptureConfig(self_attention=mask != "attn2mask", self_resolutions=(16,)),
         num_images=num_images,
         synthesis_batch_size=32,
         cache_dir=cache_dir,
@@ -158,7 +170,9 @@ def synthesize_training_set(args: argparse.Namespace) -> tuple[dict, dict]:
     from synthmask.cache import SampleCache
     from synthmask.world.shapes import class_names as world_class_names
 
-    dm = ldm_datamodule(args.ldm_images, args.ldm_cache, args.ldm_steps, args.ldm_guidance)
+    dm = ldm_datamodule(
+        args.ldm_images, args.ldm_cache, args.ldm_steps, args.ldm_guidance, args.ldm_mask
+    )
     if dm.class_names != world_class_names(DEFAULT_SHAPES):
         raise ValueError(f"label spaces differ: {dm.class_names} vs the shapes world's")
     report = dm.synthesize(log_to_wandb=False)
@@ -273,11 +287,18 @@ def run_ldm(args: argparse.Namespace, budget, train_fn) -> None:
         ("real", 0): real,
     }
     configs = [c for c in LDM_CONFIGS if c[1] in args.methods and c[2] in args.prune]
-    for labels, method, prune in configs:
+    for kind, method, prune in configs:
+        labels = (
+            kind if kind == "real" or args.ldm_mask == "attn2mask" else f"{kind}:{args.ldm_mask}"
+        )
         for seed in args.seeds:
             if (labels, method, prune, seed) in done:
                 continue
-            data = train_sets[(labels, prune)]
+            data = train_sets[(kind, prune)]
+            if method == "ignore_random":
+                g = torch.Generator().manual_seed(2000 + seed)
+                random_half = torch.rand(data["mask"].shape, generator=g) < 0.5
+                data = {**data, "reliability": random_half.float()}
             start = time.time()
             nets = train_fn(method, data, num_classes, budget, seed)
             record = {
@@ -306,7 +327,7 @@ def ldm_report(path: Path, plot: Path) -> str:
         key = (r["labels"], r["method"], r["prune"])
         groups[key].append(100 * r["val_mIoU"])
         fg[key].append(100 * r["val_fg_IoU"])
-    order = sorted(groups, key=lambda k: (k[0] != "real", k[2], METHOD_ORDER.index(k[1])))
+    order = sorted(groups, key=lambda k: (k[0] != "real", k[0], k[2], METHOD_ORDER.index(k[1])))
     lines = [
         "| part | training masks | method | pruning | runs | real-val mIoU (mean +- std) "
         "| real-val object/background IoU |",
@@ -314,6 +335,7 @@ def ldm_report(path: Path, plot: Path) -> str:
     ]
     for key in order:
         labels = "exact (real scenes)" if key[0] == "real" else "LDM pseudo-masks"
+        labels += f" ({key[0].split(':')[1]})" if ":" in key[0] else ""
         pruning = "20% least reliable" if key[2] else "no"
         lines.append(
             f"| ldm | {labels} | {key[1]} | {pruning} | {len(groups[key])} | "
