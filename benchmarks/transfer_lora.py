@@ -17,6 +17,12 @@ seeds before / after adaptation, with real target scenes below.
     OMP_NUM_THREADS=1 nohup python benchmarks/transfer_lora.py --seeds 0 1 2 &
     python benchmarks/transfer_lora.py --report
     python benchmarks/transfer_lora.py --grid
+    python benchmarks/transfer_lora.py --stats
+
+``--lora-seed N`` trains one LoRA (seed N) shared by every segmenter seed (the synthesis and the
+segmenter still follow each seed). Each synthetic variant has its own cache
+(``<work>/cache/<variant>``), which ``--stats`` reads to compare the generations' look with
+rendered real target and source scenes (benchmarks/domain_stats.py).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -96,7 +103,7 @@ def run_segmenter(
             # JSON form: jsonargparse turns `pipeline.lora_path=null` into the string "None"
             "--data.init_args.pipeline=" + json.dumps({"lora_path": str(lora) if variant == "lora" else None}),
             f"--data.init_args.seed={seed}",
-            f"--data.init_args.cache_dir={work / 'cache'}",
+            f"--data.init_args.cache_dir={work / 'cache' / variant}",
             "--data.init_args.progress=false",
         ]  # fmt: skip
     cli = main(
@@ -130,10 +137,12 @@ def run_all(args: argparse.Namespace) -> None:
             if (variant, seed) in finished:
                 continue
             if variant == "lora" and lora is None:
-                start = time.time()
-                lora = train_lora(work, seed, args.lora_args)
+                start, cpu_start = time.time(), _cpu_seconds()
+                lora_seed = seed if args.lora_seed is None else args.lora_seed
+                lora = train_lora(work, lora_seed, args.lora_args)
                 lora_seconds = time.time() - start
-            start = time.time()
+                lora_cpu = _cpu_seconds() - cpu_start
+            start, cpu_start = time.time(), _cpu_seconds()
             extra = args.real_args if variant == "real_target" else args.synth_args
             miou = run_segmenter(variant, seed, work, lora, extra)
             row = {
@@ -141,13 +150,21 @@ def run_all(args: argparse.Namespace) -> None:
                 "seed": seed,
                 "miou": miou,
                 "seconds": round(time.time() - start, 1),
+                "cpu_seconds": round(_cpu_seconds() - cpu_start, 1),
                 "lora": str(lora) if variant == "lora" else None,
             }
-            if variant == "lora":
+            if variant == "lora":  # 0 when the shared LoRA was already on disk
                 row["lora_seconds"] = round(lora_seconds, 1)
+                row["lora_cpu_seconds"] = round(lora_cpu, 1)
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all its threads) so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -196,18 +213,18 @@ def picture_grid(path: Path, lora: Path, n: int = 8, seed: int = 0) -> None:
     from synthmask.world import ShapesWorld, get_domain
     from synthmask.world.config import SceneConfig
 
-    prompts = ScenePromptConfig(scenes="shapes", max_subjects=2).prompts(
-        shapes_vocabulary(), n, seed
-    )
+    synth = _synth_data_args()  # the prompt recipe and sampler of the measured runs
+    prompts = ScenePromptConfig(**synth["prompts"]).prompts(shapes_vocabulary(), n, seed)
+    steps, guidance = synth["pipeline"]["num_inference_steps"], synth["pipeline"]["guidance_scale"]
     rows = []
     for lora_path in (None, str(lora)):
-        cfg = PipelineConfig(model=_ldm_dir(), lora_path=lora_path, num_inference_steps=25,
-                             guidance_scale=3.0)  # fmt: skip
+        cfg = PipelineConfig(model=_ldm_dir(), lora_path=lora_path, num_inference_steps=steps,
+                             guidance_scale=guidance)  # fmt: skip
         pipe = load_pipeline(cfg)
         pipe.set_progress_bar_config(disable=True)
         generators = [torch.Generator().manual_seed(seed * 1000 + i) for i in range(n)]
         images = pipe(
-            [p.text for p in prompts], num_inference_steps=25, guidance_scale=3.0,
+            [p.text for p in prompts], num_inference_steps=steps, guidance_scale=guidance,
             output_type="np", generator=generators,
         ).images  # fmt: skip
         rows.append([(img * 255).round().astype(np.uint8) for img in images])
@@ -219,6 +236,87 @@ def picture_grid(path: Path, lora: Path, n: int = 8, seed: int = 0) -> None:
         (grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST
     ).save(path)
     (path.with_suffix(".txt")).write_text("\n".join(p.text for p in prompts) + "\n")
+
+
+def _synth_data_args() -> dict:
+    import yaml
+
+    return yaml.safe_load(SYNTH_CONFIG.read_text())["data"]["init_args"]
+
+
+def _real_scenes(domain: str, n: int, backgrounds: tuple[str, ...] | None):
+    import numpy as np
+
+    from synthmask.world import ShapesWorld
+    from synthmask.world.config import SceneConfig
+
+    scene = SceneConfig(image_size=32, min_objects=1, max_objects=2, backgrounds=backgrounds)
+    world = ShapesWorld(n, scene, domain, "val")
+    return np.stack([world[i].image for i in range(n)])
+
+
+def _cached_images(cache_dir: Path):
+    import numpy as np
+
+    from synthmask.cache import SampleCache
+
+    if not cache_dir.is_dir():
+        return None
+    cache = SampleCache(cache_dir, create=False)
+    keys = sorted(cache.keys())
+    return np.stack([cache[k].image for k in keys]) if keys else None
+
+
+def vae_roundtrip(images):
+    """The frozen VAE's reconstruction of real scenes: the closest a UNet-only LoRA can get.
+
+    Shape:
+        images uint8 (N, H, W, 3) -> uint8 (N, H, W, 3)
+    """
+    import numpy as np
+    import torch
+
+    from synthmask.diffusion.pipeline import PipelineConfig, load_pipeline
+
+    vae = load_pipeline(PipelineConfig(model=_ldm_dir())).vae.float().eval()
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    with torch.no_grad():
+        out = torch.cat(
+            [vae.decode(vae.encode(b).latent_dist.mode()).sample for b in pixels.split(50)]
+        )
+    out = ((out.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+    return out.astype(np.uint8)
+
+
+def domain_stats_report(work: Path, n_real: int = 400) -> tuple[str, dict]:
+    """Markdown + dict: look statistics (benchmarks/domain_stats.py) of every variant's cached
+    generations and of rendered real scenes (target; source with plain backgrounds = what the
+    shipped LDM was trained on), and how far each moved from the source look to the target's."""
+    from domain_stats import domain_statistics, stats_table, target_shift_fraction
+
+    rows: dict[str, dict[str, float]] = {}
+    for variant in ("source_only", "lora"):
+        images = _cached_images(work / "cache" / variant)
+        if images is not None:
+            rows[f"generated, {variant}"] = {**domain_statistics(images), "n": len(images)}
+    sets = {
+        "real target (val)": _real_scenes("target", n_real, None),
+        "real source, plain backgrounds (LDM training look)": _real_scenes(
+            "source", n_real, ("plain",)
+        ),
+    }
+    sets["VAE reconstruction of real target"] = vae_roundtrip(sets["real target (val)"])
+    for name, images in sets.items():
+        rows[name] = {**domain_statistics(images), "n": len(images)}
+    source = rows["real source, plain backgrounds (LDM training look)"]
+    target = rows["real target (val)"]
+    lines = [stats_table(rows), ""]
+    for name, stats in rows.items():
+        if name.startswith(("generated", "VAE")):
+            shift = target_shift_fraction(stats, source, target)
+            cells = ", ".join(f"{k} {v:+.2f}" for k, v in shift.items())
+            lines.append(f"- {name}: shift source -> target (0 = source, 1 = target): {cells}")
+    return "\n".join(lines), rows
 
 
 def parse_args() -> argparse.Namespace:
@@ -240,7 +338,15 @@ def parse_args() -> argparse.Namespace:
         "--real-arg", dest="real_args", action="append", default=[],
         help="extra CLI arg of the real_target run, e.g. --real-arg=--trainer.max_epochs=2",
     )  # fmt: skip
+    parser.add_argument(
+        "--lora-seed", type=int, default=None,
+        help="train one LoRA with this seed for all segmenter seeds (default: one per seed)",
+    )  # fmt: skip
     parser.add_argument("--report", action="store_true", help="print the table and exit")
+    parser.add_argument(
+        "--stats", action="store_true",
+        help="print look statistics of the cached generations vs real target/source scenes",
+    )  # fmt: skip
     parser.add_argument("--grid", action="store_true", help="write the before/after PNG")
     parser.add_argument("--grid-path", default=str(REPO / "benchmarks/results/transfer_lora.png"))
     return parser.parse_args()
@@ -252,8 +358,13 @@ if __name__ == "__main__":
     LDM_DIR = arguments.ldm
     if arguments.report:
         print(report(Path(arguments.out)))
+    elif arguments.stats:
+        text, stat_rows = domain_stats_report(Path(arguments.work).resolve())
+        print(text)
+        Path(arguments.out).with_suffix(".stats.json").write_text(json.dumps(stat_rows, indent=1))
     elif arguments.grid:
-        lora_dir = Path(arguments.work).resolve() / f"lora_seed{arguments.seeds[0]}"
+        grid_seed = arguments.seeds[0] if arguments.lora_seed is None else arguments.lora_seed
+        lora_dir = Path(arguments.work).resolve() / f"lora_seed{grid_seed}"
         picture_grid(Path(arguments.grid_path), lora_dir)
         print(f"wrote {arguments.grid_path}")
     else:
