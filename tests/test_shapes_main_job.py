@@ -1,0 +1,71 @@
+"""The README main job (experiments/shapes_synth.yaml) end to end with the SHIPPED tiny LDM and a
+reduced budget: synthesis -> pseudo-masks -> DeepLabV3+ -> val mIoU on real rendered scenes.
+
+Slow (about a CPU-minute): run with ``WANDB_MODE=offline pytest tests/test_shapes_main_job.py -m slow``.
+The fast CLI check of the same config (tiny random pipeline) is in test_cli_experiments.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from synthmask.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "experiments" / "shapes_synth.yaml"
+N_VAL = 64
+
+
+def all_background_miou(val_init: dict) -> float:
+    """val mIoU of a segmenter that predicts background everywhere (the trivial floor):
+    background IoU = background share, every class present in the targets scores 0."""
+    from synthmask.datamodules.shapes_world import ShapesWorldDataModule
+    from synthmask.world import SceneConfig
+
+    scene = SceneConfig(**val_init.get("scene", {}))
+    data = ShapesWorldDataModule(**{**val_init, "scene": scene, "n_val": N_VAL})
+    data.setup("fit")
+    masks = np.concatenate([batch["mask"].numpy() for batch in data.val_dataloader()])
+    masks = masks[masks != 255]
+    return float((masks == 0).mean() / len(np.unique(masks)))
+
+
+@pytest.mark.slow
+def test_main_job_with_shipped_ldm_beats_all_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.chdir(tmp_path)
+    config = yaml.safe_load(CONFIG.read_text())
+    assert config["data"]["init_args"]["pipeline"]["model"] == "synthmask:shapes-ldm"
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(CONFIG),
+            "--data.init_args.num_images=96",
+            "--data.init_args.pipeline.num_inference_steps=10",
+            "--data.init_args.synthesis_batch_size=32",
+            f"--data.init_args.cache_dir={tmp_path / 'cache'}",
+            "--data.init_args.progress=false",
+            f"--data.init_args.val_data.init_args.n_val={N_VAL}",
+            "--data.init_args.val_data.init_args.n_test=8",
+            "--trainer.max_epochs=12",
+            "--trainer.check_val_every_n_epoch=12",
+            "--trainer.max_time=00:00:08:00",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+        ]
+    )
+    assert cli.trainer.state.finished
+    assert cli.trainer.global_step == 12 * 6  # 96 images / batch 16, every epoch ran
+    miou = float(cli.trainer.callback_metrics["val/mIoU"])
+    assert f"final val/mIoU = {miou:.6f}" in capsys.readouterr().out
+    assert 0.0 <= miou <= 1.0
+    floor = all_background_miou(config["data"]["init_args"]["val_data"]["init_args"])
+    assert 0.05 < floor < 0.2  # ~0.75 background share over 7 classes
+    assert miou > floor + 0.05, f"val mIoU {miou:.3f} is not above all-background {floor:.3f}"
+    assert any((tmp_path / "runs" / "wandb").glob("offline-run-*"))
