@@ -57,14 +57,18 @@ def domain_statistics(images: np.ndarray, ring: int = 3) -> dict[str, float]:
 
 
 def target_shift_fraction(
-    stats: dict[str, float], source: dict[str, float], target: dict[str, float]
+    stats: dict[str, float],
+    source: dict[str, float],
+    target: dict[str, float],
+    min_gap: float = 0.01,
 ) -> dict[str, float]:
     """Per statistic, how far ``stats`` moved from ``source`` towards ``target``:
-    0 = at the source value, 1 = at the target value (can leave [0, 1])."""
+    0 = at the source value, 1 = at the target value (can leave [0, 1]); NaN where the
+    source-target gap is below ``min_gap`` (the statistic does not tell the domains apart)."""
     out = {}
     for name in STAT_NAMES:
         gap = target[name] - source[name]
-        out[name] = (stats[name] - source[name]) / gap if gap else float("nan")
+        out[name] = (stats[name] - source[name]) / gap if abs(gap) >= min_gap else float("nan")
     return out
 
 

@@ -205,7 +205,7 @@ def picture_grid(path: Path, lora: Path, n: int = 8, seed: int = 0) -> None:
     row 3 real target-domain scenes."""
     import numpy as np
     import torch
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
     from synthmask.diffusion.pipeline import PipelineConfig, load_pipeline
     from synthmask.prompts.scene_config import ScenePromptConfig
@@ -232,9 +232,16 @@ def picture_grid(path: Path, lora: Path, n: int = 8, seed: int = 0) -> None:
     rows.append([world[i].image for i in range(n)])
     grid = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
     scale = max(1, 256 // rows[0][0].shape[0])
-    Image.fromarray(grid).resize(
+    picture = Image.fromarray(grid).resize(
         (grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST
-    ).save(path)
+    )
+    labelled = Image.new("RGB", (picture.width + 120, picture.height), "white")
+    labelled.paste(picture, (120, 0))
+    draw = ImageDraw.Draw(labelled)
+    row_height = picture.height // len(rows)
+    for r, label in enumerate(("source-only LDM", "LDM + target LoRA", "real target")):
+        draw.text((6, r * row_height + row_height // 2 - 6), label, fill="black")
+    labelled.save(path)
     (path.with_suffix(".txt")).write_text("\n".join(p.text for p in prompts) + "\n")
 
 
@@ -252,7 +259,8 @@ def _real_scenes(domain: str, n: int, backgrounds: tuple[str, ...] | None):
 
     scene = SceneConfig(image_size=32, min_objects=1, max_objects=2, backgrounds=backgrounds)
     world = ShapesWorld(n, scene, domain, "val")
-    return np.stack([world[i].image for i in range(n)])
+    scenes = [world[i] for i in range(n)]
+    return np.stack([s.image for s in scenes]), np.stack([s.mask for s in scenes])
 
 
 def _cached_images(cache_dir: Path):
@@ -263,8 +271,15 @@ def _cached_images(cache_dir: Path):
     if not cache_dir.is_dir():
         return None
     cache = SampleCache(cache_dir, create=False)
-    keys = sorted(cache.keys())
-    return np.stack([cache[k].image for k in keys]) if keys else None
+    records = [cache[k] for k in sorted(cache.keys())]
+    if not records:
+        return None
+    return np.stack([r.image for r in records]), np.stack([r.mask for r in records])
+
+
+def _mask_fractions(masks) -> dict[str, float]:
+    """Share of pixels labelled as an object (1..C-1)."""
+    return {"object_fraction": float(((masks > 0) & (masks != 255)).mean())}
 
 
 def vae_roundtrip(images):
@@ -295,17 +310,21 @@ def domain_stats_report(work: Path, n_real: int = 400) -> tuple[str, dict]:
     from domain_stats import domain_statistics, stats_table, target_shift_fraction
 
     rows: dict[str, dict[str, float]] = {}
+    masks = {}
     for variant in ("source_only", "lora"):
-        images = _cached_images(work / "cache" / variant)
-        if images is not None:
-            rows[f"generated, {variant}"] = {**domain_statistics(images), "n": len(images)}
+        cached = _cached_images(work / "cache" / variant)
+        if cached is not None:
+            name = f"generated, {variant}"
+            rows[name] = {**domain_statistics(cached[0]), "n": len(cached[0])}
+            masks[f"{name} (pseudo-masks)"] = cached[1]
+    target_images, masks["real target (exact masks)"] = _real_scenes("target", n_real, None)
     sets = {
-        "real target (val)": _real_scenes("target", n_real, None),
+        "real target (val)": target_images,
         "real source, plain backgrounds (LDM training look)": _real_scenes(
             "source", n_real, ("plain",)
-        ),
+        )[0],
+        "VAE reconstruction of real target": vae_roundtrip(target_images),
     }
-    sets["VAE reconstruction of real target"] = vae_roundtrip(sets["real target (val)"])
     for name, images in sets.items():
         rows[name] = {**domain_statistics(images), "n": len(images)}
     source = rows["real source, plain backgrounds (LDM training look)"]
@@ -314,8 +333,13 @@ def domain_stats_report(work: Path, n_real: int = 400) -> tuple[str, dict]:
     for name, stats in rows.items():
         if name.startswith(("generated", "VAE")):
             shift = target_shift_fraction(stats, source, target)
-            cells = ", ".join(f"{k} {v:+.2f}" for k, v in shift.items())
+            cells = ", ".join(f"{k} {v:+.2f}" for k, v in shift.items() if v == v)
             lines.append(f"- {name}: shift source -> target (0 = source, 1 = target): {cells}")
+    lines += ["", "| masks | share of object pixels |", "|---|---|"]
+    for name, label_maps in masks.items():
+        fractions = _mask_fractions(label_maps)
+        rows[name] = fractions
+        lines.append(f"| {name} | {fractions['object_fraction']:.3f} |")
     return "\n".join(lines), rows
 
 

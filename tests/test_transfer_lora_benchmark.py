@@ -48,6 +48,8 @@ def test_target_shift_fraction() -> None:
     stats = {"brightness": 0.6, "chroma": 0.15, "border_std": 0.025, "laplacian": 0.2}
     shift = target_shift_fraction(stats, source, target)
     assert np.isnan(shift["brightness"])  # no source-target gap to move along
+    tiny_gap = {**target, "brightness": 0.505}  # below min_gap 0.01: not a domain statistic
+    assert np.isnan(target_shift_fraction(stats, source, tiny_gap)["brightness"])
     assert shift["chroma"] == pytest.approx(0.5)
     assert shift["border_std"] == pytest.approx(0.25)
     assert shift["laplacian"] == pytest.approx(2.0)
