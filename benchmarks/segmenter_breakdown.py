@@ -1,0 +1,91 @@
+"""What a shapes-world segmenter's val mIoU is made of: localization vs. naming the shape.
+
+Loads a checkpoint of `synthmask fit` (shapes_synth.yaml / shapes_real.yaml), runs it on the
+real val scenes of shapes_real.yaml (300 rendered scenes, exact masks) and prints:
+- mIoU (background + 6 shapes, as val/mIoU) and per-class IoU;
+- fg_iou: object-vs-background IoU, class ignored (does it find the objects?);
+- fg_class_acc: of the object pixels it marks as an object, the share with the right shape
+  (does it name them? chance 1/6).
+
+    python benchmarks/segmenter_breakdown.py runs/synthmask/<id>/checkpoints/*.ckpt [more.ckpt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def breakdown(cm: np.ndarray) -> dict[str, float]:
+    """Figures from a confusion matrix (rows = target, columns = prediction, class 0 = bg).
+
+    Shape:
+        cm (C, C) -> dict
+    """
+    cm = cm.astype(np.float64)
+    inter = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+    object_pairs = cm[1:, 1:].sum()  # target object, predicted some object
+    return {
+        "miou": float(np.nanmean(iou)),
+        "fg_iou": float(object_pairs / max(cm.sum() - cm[0, 0], 1)),
+        "fg_class_acc": float(np.trace(cm[1:, 1:]) / max(object_pairs, 1)),
+        "per_class": [round(float(v), 3) for v in iou],
+    }
+
+
+@torch.no_grad()
+def evaluate(ckpt_path: Path, n_val: int = 300) -> dict:
+    from synthmask.datamodules.shapes_world import ShapesWorldDataModule
+    from synthmask.models import DeepLabV3Plus
+    from synthmask.world import SceneConfig
+
+    ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
+    hparams = ckpt["hyper_parameters"]
+    num_classes = int(hparams["num_classes"])
+    net = DeepLabV3Plus(num_classes=num_classes, **hparams["net"]["init_args"])
+    net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    net.eval()
+    data = ShapesWorldDataModule(  # the val data of shapes_real.yaml / shapes_synth.yaml
+        domain="source",
+        image_size=32,
+        min_objects=1,
+        max_objects=2,
+        scene=SceneConfig(backgrounds=["plain"]),
+        n_train=16,
+        n_val=n_val,
+        base_seed=0,
+        val_batch_size=50,
+    )
+    data.setup("fit")
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    for batch in data.val_dataloader():
+        out = net(batch["image"])
+        pred = (out["out"] if isinstance(out, dict) else out).argmax(1).numpy().ravel()
+        target = batch["mask"].numpy().ravel()
+        keep = target != 255
+        cm += np.bincount(
+            target[keep] * num_classes + pred[keep], minlength=num_classes**2
+        ).reshape(num_classes, num_classes)
+    return {"checkpoint": str(ckpt_path), "step": int(ckpt["global_step"]), **breakdown(cm)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoints", type=Path, nargs="+")
+    parser.add_argument("--n-val", type=int, default=300)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for path in args.checkpoints:
+        print(json.dumps(evaluate(path, args.n_val)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
