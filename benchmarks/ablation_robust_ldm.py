@@ -152,7 +152,9 @@ def ldm_datamodule(
             params={"beta": 0.2} if mask == "attn2mask" else {"self_resolution": 16},
             reliability_fraction=0.5,
         ),
-        capture=CaptureConfig(self_attention=mask != "attn2mask", self_resolutions=(16,)),
+        capture=CaptureConfig()  # the cache keys of shapes_synth.yaml's attn2mask samples
+        if mask == "attn2mask"
+        else CaptureConfig(self_attention=True, self_resolutions=(16,)),
         num_images=num_images,
         synthesis_batch_size=32,
         cache_dir=cache_dir,
