@@ -71,6 +71,7 @@ def train_lora(work: Path, seed: int, extra: list[str]) -> Path:
             *extra,
         ]
     )
+    finish_wandb_run()
     return out
 
 
@@ -115,7 +116,18 @@ def run_segmenter(
             *extra,
         ]
     )
+    finish_wandb_run()
     return float(cli.trainer.callback_metrics["val/mIoU"])
+
+
+def finish_wandb_run() -> None:
+    """End the active W&B run after one in-process CLI fit: WandbLogger reuses a live
+    ``wandb.run``, so without this every later fit of the process logs (and checkpoints) into
+    the first fit's run."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
 
 
 def done_runs(out: Path) -> dict[tuple[str, int], dict]:
@@ -251,98 +263,6 @@ def _synth_data_args() -> dict:
     return yaml.safe_load(SYNTH_CONFIG.read_text())["data"]["init_args"]
 
 
-def _real_scenes(domain: str, n: int, backgrounds: tuple[str, ...] | None):
-    import numpy as np
-
-    from synthmask.world import ShapesWorld
-    from synthmask.world.config import SceneConfig
-
-    scene = SceneConfig(image_size=32, min_objects=1, max_objects=2, backgrounds=backgrounds)
-    world = ShapesWorld(n, scene, domain, "val")
-    scenes = [world[i] for i in range(n)]
-    return np.stack([s.image for s in scenes]), np.stack([s.mask for s in scenes])
-
-
-def _cached_images(cache_dir: Path):
-    import numpy as np
-
-    from synthmask.cache import SampleCache
-
-    if not cache_dir.is_dir():
-        return None
-    cache = SampleCache(cache_dir, create=False)
-    records = [cache[k] for k in sorted(cache.keys())]
-    if not records:
-        return None
-    return np.stack([r.image for r in records]), np.stack([r.mask for r in records])
-
-
-def _mask_fractions(masks) -> dict[str, float]:
-    """Share of pixels labelled as an object (1..C-1)."""
-    return {"object_fraction": float(((masks > 0) & (masks != 255)).mean())}
-
-
-def vae_roundtrip(images):
-    """The frozen VAE's reconstruction of real scenes: the closest a UNet-only LoRA can get.
-
-    Shape:
-        images uint8 (N, H, W, 3) -> uint8 (N, H, W, 3)
-    """
-    import numpy as np
-    import torch
-
-    from synthmask.diffusion.pipeline import PipelineConfig, load_pipeline
-
-    vae = load_pipeline(PipelineConfig(model=_ldm_dir())).vae.float().eval()
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    with torch.no_grad():
-        out = torch.cat(
-            [vae.decode(vae.encode(b).latent_dist.mode()).sample for b in pixels.split(50)]
-        )
-    out = ((out.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
-    return out.astype(np.uint8)
-
-
-def domain_stats_report(work: Path, n_real: int = 400) -> tuple[str, dict]:
-    """Markdown + dict: look statistics (benchmarks/domain_stats.py) of every variant's cached
-    generations and of rendered real scenes (target; source with plain backgrounds = what the
-    shipped LDM was trained on), and how far each moved from the source look to the target's."""
-    from domain_stats import domain_statistics, stats_table, target_shift_fraction
-
-    rows: dict[str, dict[str, float]] = {}
-    masks = {}
-    for variant in ("source_only", "lora"):
-        cached = _cached_images(work / "cache" / variant)
-        if cached is not None:
-            name = f"generated, {variant}"
-            rows[name] = {**domain_statistics(cached[0]), "n": len(cached[0])}
-            masks[f"{name} (pseudo-masks)"] = cached[1]
-    target_images, masks["real target (exact masks)"] = _real_scenes("target", n_real, None)
-    sets = {
-        "real target (val)": target_images,
-        "real source, plain backgrounds (LDM training look)": _real_scenes(
-            "source", n_real, ("plain",)
-        )[0],
-        "VAE reconstruction of real target": vae_roundtrip(target_images),
-    }
-    for name, images in sets.items():
-        rows[name] = {**domain_statistics(images), "n": len(images)}
-    source = rows["real source, plain backgrounds (LDM training look)"]
-    target = rows["real target (val)"]
-    lines = [stats_table(rows), ""]
-    for name, stats in rows.items():
-        if name.startswith(("generated", "VAE")):
-            shift = target_shift_fraction(stats, source, target)
-            cells = ", ".join(f"{k} {v:+.2f}" for k, v in shift.items() if v == v)
-            lines.append(f"- {name}: shift source -> target (0 = source, 1 = target): {cells}")
-    lines += ["", "| masks | share of object pixels |", "|---|---|"]
-    for name, label_maps in masks.items():
-        fractions = _mask_fractions(label_maps)
-        rows[name] = fractions
-        lines.append(f"| {name} | {fractions['object_fraction']:.3f} |")
-    return "\n".join(lines), rows
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -368,6 +288,10 @@ def parse_args() -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--report", action="store_true", help="print the table and exit")
     parser.add_argument(
+        "--breakdown", nargs="+", metavar="LABEL=CKPT", default=None,
+        help="evaluate segmenter checkpoints on real target and source val (JSON lines)",
+    )  # fmt: skip
+    parser.add_argument(
         "--stats", action="store_true",
         help="print look statistics of the cached generations vs real target/source scenes",
     )  # fmt: skip
@@ -382,8 +306,20 @@ if __name__ == "__main__":
     LDM_DIR = arguments.ldm
     if arguments.report:
         print(report(Path(arguments.out)))
+    elif arguments.breakdown:
+        import torch
+        from transfer_lora_analysis import evaluate_checkpoint
+
+        torch.set_num_threads(1)
+        for item in arguments.breakdown:
+            label, _, ckpt_path = item.partition("=")
+            for domain in ("target", "source"):
+                result = evaluate_checkpoint(Path(ckpt_path), domain)
+                print(json.dumps({"label": label, **result}), flush=True)
     elif arguments.stats:
-        text, stat_rows = domain_stats_report(Path(arguments.work).resolve())
+        from transfer_lora_analysis import domain_stats_report
+
+        text, stat_rows = domain_stats_report(Path(arguments.work).resolve(), _ldm_dir())
         print(text)
         Path(arguments.out).with_suffix(".stats.json").write_text(json.dumps(stat_rows, indent=1))
     elif arguments.grid:

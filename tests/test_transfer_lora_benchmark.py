@@ -72,3 +72,18 @@ def test_report_mean_std_and_paired_difference(tmp_path: Path) -> None:
     assert "| real_target | 1 | 0: 0.800 | 0.800 +- 0.000 |" in text
     # paired differences 0.10 and 0.05: mean 0.075, std 0.0354
     assert "(paired by seed, n=2): +0.075 +- 0.035 mIoU; LoRA better in 2/2 seeds" in text
+
+
+def test_finish_wandb_run_ends_only_a_live_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from transfer_lora import finish_wandb_run
+
+    calls = []
+    fake = types.SimpleNamespace(run=None, finish=lambda: calls.append("finish"))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    finish_wandb_run()
+    assert calls == []  # no live run: nothing to end
+    fake.run = object()
+    finish_wandb_run()
+    assert calls == ["finish"]
