@@ -1,6 +1,6 @@
 """``python -m synthmask`` = the ``synthmask`` console script."""
 
-from synthmask.cli import main
+from synthmask.cli import console_main
 
 if __name__ == "__main__":
-    main()
+    console_main()

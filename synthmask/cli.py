@@ -117,5 +117,14 @@ def main(args: Sequence[str] | None = None) -> SynthmaskCLI | LightningDataModul
     return SynthmaskCLI(args=args)
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The ``synthmask`` console script: run :func:`main` and exit with status 0 on success.
+
+    ``main`` returns the CLI object (handy in Python); a console script must not return it, or
+    ``sys.exit`` prints it and exits with status 1.
+    """
     main()
+
+
+if __name__ == "__main__":
+    console_main()
