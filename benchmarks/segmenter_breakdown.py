@@ -40,7 +40,10 @@ def breakdown(cm: np.ndarray) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate(ckpt_path: Path, n_val: int = 300) -> dict:
+def evaluate(ckpt_path: Path, n_val: int = 300, domain: str = "source") -> dict:
+    """A segmenter checkpoint on the real val scenes of ``domain`` (source: plain backgrounds, the
+    val data of shapes_real.yaml / shapes_synth.yaml; target: the shifted domain of
+    shapes_target_synth.yaml), split by :func:`breakdown`."""
     from synthmask.datamodules.shapes_world import ShapesWorldDataModule
     from synthmask.models import DeepLabV3Plus
     from synthmask.world import SceneConfig
@@ -51,17 +54,11 @@ def evaluate(ckpt_path: Path, n_val: int = 300) -> dict:
     net = DeepLabV3Plus(num_classes=num_classes, **hparams["net"]["init_args"])
     net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
     net.eval()
-    data = ShapesWorldDataModule(  # the val data of shapes_real.yaml / shapes_synth.yaml
-        domain="source",
-        image_size=32,
-        min_objects=1,
-        max_objects=2,
-        scene=SceneConfig(backgrounds=["plain"]),
-        n_train=16,
-        n_val=n_val,
-        base_seed=0,
-        val_batch_size=50,
-    )
+    scene = SceneConfig(backgrounds=["plain"] if domain == "source" else None)
+    data = ShapesWorldDataModule(
+        domain=domain, image_size=32, min_objects=1, max_objects=2, scene=scene,
+        n_train=16, n_val=n_val, base_seed=0, val_batch_size=50,
+    )  # fmt: skip
     data.setup("fit")
     cm = np.zeros((num_classes, num_classes), np.int64)
     for batch in data.val_dataloader():
@@ -72,7 +69,8 @@ def evaluate(ckpt_path: Path, n_val: int = 300) -> dict:
         cm += np.bincount(
             target[keep] * num_classes + pred[keep], minlength=num_classes**2
         ).reshape(num_classes, num_classes)
-    return {"checkpoint": str(ckpt_path), "step": int(ckpt["global_step"]), **breakdown(cm)}
+    step = int(ckpt["global_step"])
+    return {"checkpoint": str(ckpt_path), "step": step, "domain": domain, **breakdown(cm)}
 
 
 def main() -> None:
@@ -81,10 +79,11 @@ def main() -> None:
     )
     parser.add_argument("checkpoints", type=Path, nargs="+")
     parser.add_argument("--n-val", type=int, default=300)
+    parser.add_argument("--domain", default="source", choices=("source", "target"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     for path in args.checkpoints:
-        print(json.dumps(evaluate(path, args.n_val)), flush=True)
+        print(json.dumps(evaluate(path, args.n_val, args.domain)), flush=True)
 
 
 if __name__ == "__main__":

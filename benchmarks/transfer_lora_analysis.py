@@ -104,34 +104,8 @@ def evaluate_checkpoint(ckpt_path: Path, domain: str, n_val: int = 300) -> dict:
     data of shapes_target_synth.yaml; source: plain backgrounds, as in shapes_real.yaml), split
     by benchmarks/segmenter_breakdown.py into mIoU, fg_iou (finds objects) and fg_class_acc
     (names them)."""
-    import numpy as np
-    import torch
-    from segmenter_breakdown import breakdown
+    from segmenter_breakdown import evaluate
 
-    from synthmask.datamodules.shapes_world import ShapesWorldDataModule
-    from synthmask.models import DeepLabV3Plus
-    from synthmask.world import SceneConfig
-
-    ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
-    hparams = ckpt["hyper_parameters"]
-    num_classes = int(hparams["num_classes"])
-    net = DeepLabV3Plus(num_classes=num_classes, **hparams["net"]["init_args"])
-    net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
-    net.eval()
-    scene = SceneConfig(backgrounds=["plain"] if domain == "source" else None)
-    data = ShapesWorldDataModule(
-        domain=domain, image_size=32, min_objects=1, max_objects=2, scene=scene,
-        n_train=16, n_val=n_val, base_seed=0, val_batch_size=50,
-    )  # fmt: skip
-    data.setup("fit")
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    with torch.no_grad():
-        for batch in data.val_dataloader():
-            out = net(batch["image"])
-            pred = (out["out"] if isinstance(out, dict) else out).argmax(1).numpy().ravel()
-            target = batch["mask"].numpy().ravel()
-            keep = target != 255
-            cm += np.bincount(
-                target[keep] * num_classes + pred[keep], minlength=num_classes**2
-            ).reshape(num_classes, num_classes)
-    return {"checkpoint": str(ckpt_path), "domain": domain, **breakdown(cm)}
+    record = evaluate(ckpt_path, n_val, domain)
+    record.pop("step")
+    return record
