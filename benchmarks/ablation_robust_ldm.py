@@ -29,12 +29,12 @@ import torch
 
 from synthmask.cache import SampleRecord
 from synthmask.world.config import DEFAULT_SHAPES
+from synthmask.world.ldm import ldm_training_step
 
 HERE = Path(__file__).resolve().parent
 IMAGENET_MEAN = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
 LDM_MODEL = "synthmask:shapes-ldm"
-LDM_STEP = 9334  # synthmask/assets/shapes_ldm/MODEL_CARD.md: shipped EMA weights
 DEFAULT_CACHE = "/work/ldm_runs/ablation_cache"
 CLASSIFIER = "/work/ldm_runs/classifier"  # benchmarks/shape_classifier.py weights
 # Priority order: configurations are run in this order, 3 seeds each (drop from the end).
@@ -194,7 +194,7 @@ def synthesize_training_set(args: argparse.Namespace) -> tuple[dict, dict]:
     fingerprint = dm.synthesizer.fingerprint()
     info = {
         "model": LDM_MODEL,
-        "model_step": LDM_STEP,
+        "model_step": ldm_training_step(),  # the shipped model card's
         "generator_fingerprint": fingerprint["generator"],
         "num_images": args.ldm_images,
         "ddim_steps": args.ldm_steps,

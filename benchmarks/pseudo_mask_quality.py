@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import re
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from synthmask.masks import IGNORE_INDEX, MaskConfig, pseudo_masks
+from synthmask.world.ldm import ldm_training_step
 from synthmask.world.shapes import DEFAULT_SHAPES
 
 # Generation helpers (diffusers, the classifier) are imported where used, so that importing
@@ -169,11 +169,8 @@ def evaluate(
 
 def model_step(pipeline: Path) -> str:
     """Training step named in the pipeline's MODEL_CARD.md ("9,334 optimizer steps"), or ""."""
-    card = pipeline / "MODEL_CARD.md"
-    if not card.is_file():
-        return ""
-    found = re.search(r"([\d,]+) optimizer steps", card.read_text())
-    return found.group(1).replace(",", "") if found else ""
+    step = ldm_training_step(pipeline)
+    return "" if step is None else str(step)
 
 
 def main() -> None:

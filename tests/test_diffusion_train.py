@@ -237,3 +237,13 @@ def test_shipped_ldm_class_word_attention_sits_on_the_object() -> None:
             ratios.append(heat[fg[b]].mean() / heat[~fg[b]].mean())
     assert len(ratios) >= 4
     assert np.median(ratios) > 3.0, ratios  # flat attention gives ~1
+
+
+def test_ldm_training_step_read_from_the_model_card(tmp_path: Path) -> None:
+    from synthmask.world.ldm import ldm_training_step
+
+    (tmp_path / "MODEL_CARD.md").write_text("3. Steps: 16,501 optimizer steps (132k images).\n")
+    assert ldm_training_step(tmp_path) == 16501
+    assert ldm_training_step(tmp_path / "missing") is None
+    (tmp_path / "MODEL_CARD.md").write_text("no statement here\n")
+    assert ldm_training_step(tmp_path) is None

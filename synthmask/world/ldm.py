@@ -11,6 +11,7 @@ See ``MODEL_CARD.md`` in that directory for its recipe, cost and measured qualit
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 SHIPPED_LDM_DIR = Path(__file__).resolve().parents[1] / "assets" / "shapes_ldm"
@@ -30,3 +31,14 @@ def shipped_ldm_path(must_exist: bool = True) -> Path:
             "and experiments/shapes_ldm_train.yaml (see synthmask/assets/shapes_ldm/MODEL_CARD.md)."
         )
     return SHIPPED_LDM_DIR
+
+
+def ldm_training_step(pipeline_dir: str | Path | None = None) -> int | None:
+    """Training step of an exported shapes LDM, as its ``MODEL_CARD.md`` states it
+    ("16,501 optimizer steps"); the shipped model's by default; None without a card or statement.
+    """
+    card = Path(pipeline_dir or SHIPPED_LDM_DIR) / "MODEL_CARD.md"
+    if not card.is_file():
+        return None
+    found = re.search(r"(\d[\d,]*) optimizer steps", card.read_text())
+    return int(found.group(1).replace(",", "")) if found else None
