@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthmask.models.metrics import SegmentationIoU, per_class_iou
+
 
 def breakdown(cm: np.ndarray) -> dict[str, float]:
     """Figures from a confusion matrix (rows = target, columns = prediction, class 0 = bg).
@@ -26,10 +28,8 @@ def breakdown(cm: np.ndarray) -> dict[str, float]:
     Shape:
         cm (C, C) -> dict
     """
+    iou = per_class_iou(torch.as_tensor(cm)).numpy()
     cm = cm.astype(np.float64)
-    inter = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - inter
-    iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
     object_pairs = cm[1:, 1:].sum()  # target object, predicted some object
     return {
         "miou": float(np.nanmean(iou)),
@@ -60,15 +60,11 @@ def evaluate(ckpt_path: Path, n_val: int = 300, domain: str = "source") -> dict:
         n_train=16, n_val=n_val, base_seed=0, val_batch_size=50,
     )  # fmt: skip
     data.setup("fit")
-    cm = np.zeros((num_classes, num_classes), np.int64)
+    metric = SegmentationIoU(num_classes)  # its confusion matrix leaves ignored targets out
     for batch in data.val_dataloader():
         out = net(batch["image"])
-        pred = (out["out"] if isinstance(out, dict) else out).argmax(1).numpy().ravel()
-        target = batch["mask"].numpy().ravel()
-        keep = target != 255
-        cm += np.bincount(
-            target[keep] * num_classes + pred[keep], minlength=num_classes**2
-        ).reshape(num_classes, num_classes)
+        metric.update((out["out"] if isinstance(out, dict) else out).argmax(1), batch["mask"])
+    cm = metric.confmat.numpy()
     step = int(ckpt["global_step"])
     return {"checkpoint": str(ckpt_path), "step": step, "domain": domain, **breakdown(cm)}
 
