@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from synthmask.masks import IGNORE_INDEX, MaskConfig, pseudo_masks
+from synthmask.models.metrics import per_class_iou
 from synthmask.world.ldm import ldm_training_step
 from synthmask.world.shapes import DEFAULT_SHAPES
 
@@ -80,10 +81,7 @@ def score_masks(pred: np.ndarray, target: np.ndarray, num_classes: int) -> dict[
     Shape:
         pred int (B, H, W) with 255 = ignore, target int (B, H, W) in 0..C-1 -> dict
     """
-    cm = confusion(pred, target, num_classes).astype(np.float64)
-    inter = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - inter
-    per_class = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+    per_class = per_class_iou(torch.as_tensor(confusion(pred, target, num_classes))).numpy()
     pred_fg = (pred != 0) & (pred != IGNORE_INDEX)
     target_fg = target != 0
     fg_union = np.logical_or(pred_fg, target_fg).sum()
