@@ -146,7 +146,11 @@ def ldm_datamodule(
             guidance_scale=guidance,
         ),
         vocabulary="shapes",
-        prompts=ScenePromptConfig(scenes="shapes", min_subjects=1, max_subjects=2, color_prob=0.5),
+        # the wording of the recorded runs (the library's shapes default is now prefix "" and
+        # colour always, which the shipped LDM draws more faithfully)
+        prompts=ScenePromptConfig(
+            scenes="shapes", min_subjects=1, max_subjects=2, color_prob=0.5, prefix="a picture of "
+        ),
         mask=MaskConfig(
             method=mask,
             params={"beta": 0.2} if mask == "attn2mask" else {"self_resolution": 16},

@@ -29,6 +29,7 @@ from synthmask.prompts.scenes import (
     shapes_vocabulary,
 )
 from synthmask.prompts.vocab import Vocabulary, VocabularyClass, cityscapes_vocabulary
+from synthmask.world.palette import PALETTE
 from tests.fixtures_datasets import make_cityscapes
 
 IMAGE = 16  # tiny pipeline: latent 8 -> image 16
@@ -317,11 +318,16 @@ def test_shapes_scene_prompts_use_world_ids() -> None:
     vocab = shapes_vocabulary()
     assert vocab.class_names == class_names()  # background 0, shape i -> i + 1 as in the world
     prompts = ScenePromptConfig(scenes="shapes", max_subjects=3).prompts(vocab, 50, seed=0)
-    for p in prompts:
-        assert p.text.startswith("a picture of ")
+    colours = {f"a {c} " for c in PALETTE} | {f"an {c} " for c in PALETTE}
+    for p in prompts:  # the shipped LDM's caption grammar: no lead-in, every colour named
+        assert any(p.text.startswith(c) for c in colours), p.text
+        assert p.text.count(" a ") + p.text.count(" an ") == len(p.class_words) - 1
         assert 1 <= len(p.class_words) <= 3 and len(set(p.class_ids)) == len(p.class_words)
         assert all(vocab.class_names[w.class_id] == w.word for w in p.class_words)
     assert max(len(p.class_words) for p in prompts) == 3
+    lead_in = ScenePromptConfig(scenes="shapes", prefix="a picture of ", color_prob=0.0)
+    for p in lead_in.prompts(vocab, 20, seed=0):
+        assert p.text.startswith("a picture of a") and not any(c in p.text for c in colours)
     with pytest.raises(ValueError, match="shapes-world vocabulary"):
         ScenePromptConfig(scenes="shapes").prompts(cityscapes_vocabulary(), 1, seed=0)
     with pytest.raises(KeyError, match="cityscapes"):

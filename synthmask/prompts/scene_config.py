@@ -32,10 +32,13 @@ class ScenePromptConfig:
             or "shapes" (several shape classes, optional colours, in the shapes-world grammar).
         min_subjects, max_subjects: subject (thing / shape) classes per prompt.
         min_context, max_context: context (stuff) classes per prompt (street scenes only).
-        prefix: text before the scene (None = the set's default: "" / "a picture of ").
+        prefix: text before the scene (None = the set's default: "" for both; e.g.
+            "a picture of " for a generator trained with such lead-ins).
         suffix: text after ", " (None = the set's default: the Cityscapes LoRA caption "a photo
             of a street scene, cityscapes" / none). Match it to the LoRA's training caption.
-        color_prob: shapes only: chance an object's colour is named.
+        color_prob: shapes only: chance an object's colour is named. The default 1.0 matches the
+            shipped shapes LDM's training captions (colour always named): without a colour its
+            generations name the shape ~0.2 less often (benchmarks/RESULTS.md, "Main job").
         synonyms: shapes only: draw shape synonyms ("disk") as well as class names.
     """
 
@@ -46,7 +49,7 @@ class ScenePromptConfig:
     max_context: int = 2
     prefix: str | None = None
     suffix: str | None = None
-    color_prob: float = 0.5
+    color_prob: float = 1.0
     synonyms: bool = False
 
     def __post_init__(self) -> None:

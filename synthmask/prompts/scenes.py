@@ -299,4 +299,6 @@ class _TextBuilder:
         return Prompt(text=self.text, class_words=tuple(self.class_words))
 
 
-SHAPES_SCENE_PREFIX = "a picture of "
+# The shipped shapes-world LDM was trained on the world's captions without a lead-in and with every
+# object's colour named; prompts in that grammar are drawn faithfully (benchmarks/RESULTS.md).
+SHAPES_SCENE_PREFIX = ""
