@@ -1,0 +1,99 @@
+"""Issue #5's three quality figures of the shapes-world LDM against its training CPU hours.
+
+Reads the rows the benchmarks appended (nothing is recomputed):
+- fidelity: `results/ldm_quality.csv` (ldm_quality.py; rows with a step and CPU hours);
+- pseudo-mask mIoU per mask method: `results/pseudo_mask_quality.csv` (pseudo_mask_quality.py;
+  the CPU hours of a row's ``model_step`` come from the fidelity rows of the same step);
+- downstream ratio: `results/main_job.csv` (val mIoU of `synthmask fit` runs of shapes_synth.yaml
+  variants divided by shapes_real.yaml's at the same step budget; hand-entered from their logs).
+
+    python benchmarks/quality_curves.py --out benchmarks/results/quality_curves.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+TARGETS = {"fidelity": 0.8, "pseudo-mask mIoU": 0.6, "downstream ratio": 0.7}
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def step_hours(ldm_rows: list[dict[str, str]]) -> dict[int, float]:
+    """Training CPU hours of every LDM step that has a fidelity row."""
+    return {
+        int(r["step"]): float(r["cpu_hours"]) for r in ldm_rows if r.get("step") and r["cpu_hours"]
+    }
+
+
+def fidelity_points(ldm_rows: list[dict[str, str]]) -> list[tuple[float, float]]:
+    """(CPU h, fidelity) of the training-run rows (guidance 3, the original classifier)."""
+    pts = [(float(r["cpu_hours"]), float(r["fidelity"])) for r in ldm_rows if r["tag"] == "watch"]
+    return sorted(pts)
+
+
+def mask_points(
+    mask_rows: list[dict[str, str]], hours: dict[int, float]
+) -> dict[str, list[tuple[float, float]]]:
+    """Per mask method, (CPU h, mIoU) at 15 DDIM steps (the main job's sampling)."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for r in mask_rows:
+        step = int(r["model_step"]) if r.get("model_step") else None
+        if step in hours and r["steps"] == "15" and "+crf" not in r["method"]:
+            out.setdefault(r["method"], []).append((hours[step], float(r["miou"])))
+    return {m: sorted(set(p)) for m, p in out.items()}
+
+
+def ratio_points(job_rows: list[dict[str, str]], hours: dict[int, float]) -> dict[str, list]:
+    """(CPU h, ratio) of the main-job runs, grouped by prompt grammar and loss."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for r in job_rows:
+        step = int(r["model_step"])
+        if step in hours:
+            label = f"{r['prompts'].split()[0]}, {r['images']} img, {r['loss']}"
+            out.setdefault(label, []).append((hours[step], float(r["ratio"])))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def plot(out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ldm_rows = read_rows(RESULTS / "ldm_quality.csv")
+    hours = step_hours(ldm_rows)
+    panels = {
+        "fidelity": {"classifier names the prompted shape": fidelity_points(ldm_rows)},
+        "pseudo-mask mIoU": mask_points(read_rows(RESULTS / "pseudo_mask_quality.csv"), hours),
+        "downstream ratio": ratio_points(read_rows(RESULTS / "main_job.csv"), hours),
+    }
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, (title, series) in zip(axes, panels.items(), strict=True):
+        for label, pts in series.items():
+            ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+        ax.axhline(TARGETS[title], color="grey", ls="--", lw=1, label=f"target {TARGETS[title]}")
+        ax.set_title(title)
+        ax.set_xlabel("LDM training CPU hours (1 thread)")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=RESULTS / "quality_curves.png")
+    plot(parser.parse_args().out)
+
+
+if __name__ == "__main__":
+    main()
