@@ -8,6 +8,10 @@ real val scenes of shapes_real.yaml (300 rendered scenes, exact masks) and print
   (does it name them? chance 1/6).
 
     python benchmarks/segmenter_breakdown.py runs/synthmask/<id>/checkpoints/*.ckpt [more.ckpt]
+
+``--through-vae DIR`` first passes the real val images through the VAE of the pipeline in DIR
+(encode + decode): how much of a synthetic-trained segmenter's gap is the generator's soft
+rendering rather than its masks or shapes.
 """
 
 from __future__ import annotations
@@ -39,8 +43,32 @@ def breakdown(cm: np.ndarray) -> dict[str, float]:
     }
 
 
+def vae_roundtrip_fn(pipeline_dir: Path):
+    """A function mapping normalized images through the pipeline's VAE and back.
+
+    Shape:
+        (B, 3, H, W) ImageNet-normalized -> (B, 3, H, W) ImageNet-normalized
+    """
+    from synthmask.diffusion.pipeline import PipelineConfig, load_pipeline
+    from synthmask.training.augment import IMAGENET_MEAN, IMAGENET_STD
+
+    vae = load_pipeline(PipelineConfig(model=str(pipeline_dir))).vae.float().eval()
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+
+    def roundtrip(images: torch.Tensor) -> torch.Tensor:
+        x = (images * std + mean) * 2 - 1
+        x = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        x = ((x + 1) * 127.5).round() / 255.0  # through uint8, as generated images are
+        return (x - mean) / std
+
+    return roundtrip
+
+
 @torch.no_grad()
-def evaluate(ckpt_path: Path, n_val: int = 300, domain: str = "source") -> dict:
+def evaluate(
+    ckpt_path: Path, n_val: int = 300, domain: str = "source", through_vae: Path | None = None
+) -> dict:
     """A segmenter checkpoint on the real val scenes of ``domain`` (source: plain backgrounds, the
     val data of shapes_real.yaml / shapes_synth.yaml; target: the shifted domain of
     shapes_target_synth.yaml), split by :func:`breakdown`."""
@@ -60,13 +88,15 @@ def evaluate(ckpt_path: Path, n_val: int = 300, domain: str = "source") -> dict:
         n_train=16, n_val=n_val, base_seed=0, val_batch_size=50,
     )  # fmt: skip
     data.setup("fit")
+    transform = vae_roundtrip_fn(through_vae) if through_vae else (lambda x: x)
     metric = SegmentationIoU(num_classes)  # its confusion matrix leaves ignored targets out
     for batch in data.val_dataloader():
-        out = net(batch["image"])
+        out = net(transform(batch["image"]))
         metric.update((out["out"] if isinstance(out, dict) else out).argmax(1), batch["mask"])
     cm = metric.confmat.numpy()
     step = int(ckpt["global_step"])
-    return {"checkpoint": str(ckpt_path), "step": step, "domain": domain, **breakdown(cm)}
+    extra = {"through_vae": str(through_vae)} if through_vae else {}
+    return {"checkpoint": str(ckpt_path), "step": step, "domain": domain, **extra, **breakdown(cm)}
 
 
 def main() -> None:
@@ -76,10 +106,11 @@ def main() -> None:
     parser.add_argument("checkpoints", type=Path, nargs="+")
     parser.add_argument("--n-val", type=int, default=300)
     parser.add_argument("--domain", default="source", choices=("source", "target"))
+    parser.add_argument("--through-vae", type=Path, help="a pipeline dir: val images via its VAE")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for path in args.checkpoints:
-        print(json.dumps(evaluate(path, args.n_val, args.domain)), flush=True)
+        print(json.dumps(evaluate(path, args.n_val, args.domain, args.through_vae)), flush=True)
 
 
 if __name__ == "__main__":
