@@ -50,16 +50,15 @@ def vae_roundtrip_fn(pipeline_dir: Path):
         (B, 3, H, W) ImageNet-normalized -> (B, 3, H, W) ImageNet-normalized
     """
     from synthmask.diffusion.pipeline import PipelineConfig, load_pipeline
+    from synthmask.diffusion.vae_roundtrip import vae_roundtrip
     from synthmask.training.augment import IMAGENET_MEAN, IMAGENET_STD
 
-    vae = load_pipeline(PipelineConfig(model=str(pipeline_dir))).vae.float().eval()
+    vae = load_pipeline(PipelineConfig(model=str(pipeline_dir))).vae.float()
     mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
     std = torch.tensor(IMAGENET_STD)[:, None, None]
 
     def roundtrip(images: torch.Tensor) -> torch.Tensor:
-        x = (images * std + mean) * 2 - 1
-        x = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-        x = ((x + 1) * 127.5).round() / 255.0  # through uint8, as generated images are
+        x = vae_roundtrip(vae, (images * std + mean) * 2 - 1).float() / 255.0
         return (x - mean) / std
 
     return roundtrip

@@ -148,12 +148,12 @@ def vae_roundtrip_accuracy(model: ShapeClassifier, pipeline_dir: Path, n: int = 
     """Accuracy on the pipeline VAE's reconstructions of held-out real scenes (the instrument's
     ceiling for images that pass through that VAE)."""
     from synthmask.diffusion.pipeline import PipelineConfig, load_pipeline
+    from synthmask.diffusion.vae_roundtrip import vae_roundtrip
 
     model.eval()
-    vae = load_pipeline(PipelineConfig(model=str(pipeline_dir))).vae.float().eval()
+    vae = load_pipeline(PipelineConfig(model=str(pipeline_dir))).vae.float()
     x, y = render_batch(range(10**8, 10**8 + n), single_object_config())
-    recon = torch.cat([vae.decode(vae.encode(c).latent_dist.mode()).sample for c in x.split(64)])
-    recon = ((recon.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1.0  # through uint8, as images
+    recon = vae_roundtrip(vae, x).float() / 127.5 - 1.0
     return float((model(recon).argmax(1) == y).float().mean())
 
 

@@ -44,19 +44,14 @@ def vae_roundtrip(images, ldm_dir: str):
     Shape:
         images uint8 (N, H, W, 3) -> uint8 (N, H, W, 3)
     """
-    import numpy as np
     import torch
 
     from synthmask.diffusion.pipeline import PipelineConfig, load_pipeline
+    from synthmask.diffusion.vae_roundtrip import vae_roundtrip as roundtrip
 
-    vae = load_pipeline(PipelineConfig(model=ldm_dir)).vae.float().eval()
+    vae = load_pipeline(PipelineConfig(model=ldm_dir)).vae.float()
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    with torch.no_grad():
-        out = torch.cat(
-            [vae.decode(vae.encode(b).latent_dist.mode()).sample for b in pixels.split(50)]
-        )
-    out = ((out.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
-    return out.astype(np.uint8)
+    return roundtrip(vae, pixels, batch_size=50).permute(0, 2, 3, 1).numpy()
 
 
 def domain_stats_report(work: Path, ldm_dir: str, n_real: int = 400) -> tuple[str, dict]:
