@@ -80,6 +80,8 @@ class SegmentationDataModule(LightningDataModule):
         crop_size: train crop, an int (square) or [height, width].
         scale_range: [low, high] random scale factors for training.
         hflip_prob: probability of a horizontal flip in training.
+        rot90_prob: probability of a turn by a random multiple of 90 degrees in training (for
+            orientation-free classes; needs a square crop; 0 = off).
         base_size: if set, training images are first resized so their shorter side is this.
         val_resize: if set, validation images are resized so their longer side is this.
         val_pad_to: if set, validation images are padded (mask 255) to at least this size.
@@ -104,6 +106,7 @@ class SegmentationDataModule(LightningDataModule):
         crop_size: int | list[int] = 512,
         scale_range: tuple[float, float] = (0.5, 2.0),
         hflip_prob: float = 0.5,
+        rot90_prob: float = 0.0,
         base_size: int | None = None,
         val_resize: int | None = None,
         val_pad_to: int | list[int] | None = None,
@@ -121,7 +124,7 @@ class SegmentationDataModule(LightningDataModule):
         self.pin_memory = pin_memory
         # Built now so a bad crop/scale config fails at instantiation, not mid-training.
         self.train_transform = build_train_transform(
-            crop_size, scale_range, hflip_prob, base_size, mean, std
+            crop_size, scale_range, hflip_prob, base_size, mean, std, rot90_prob=rot90_prob
         )
         self.val_transform = build_val_transform(val_resize, val_pad_to, mean, std)
         self.datasets: dict[str, SegmentationFileDataset] = {}

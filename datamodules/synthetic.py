@@ -77,8 +77,8 @@ class SyntheticSegDataModule(LightningDataModule):
         seed: seed of the plan (prompt i and image seed i depend only on it and i).
         val_data: a real-data module for validation/test (e.g. VOCDataModule); its class count
             must equal this module's.
-        batch_size, num_workers, crop_size, scale_range, hflip_prob, base_size, mean, std,
-            pin_memory: training loader and augmentation, as in the real data modules.
+        batch_size, num_workers, crop_size, scale_range, hflip_prob, rot90_prob, base_size, mean,
+            std, pin_memory: training loader and augmentation, as in the real data modules.
         shard_size: samples per cache shard in ahead-of-time synthesis.
         progress: show the synthesis progress bar (images/s, cache hits).
         wandb_log: log a sample grid (images, pseudo-masks, reliability) from `synthesize()`:
@@ -110,6 +110,7 @@ class SyntheticSegDataModule(LightningDataModule):
         crop_size: int | list[int] = 512,
         scale_range: tuple[float, float] = (0.5, 2.0),
         hflip_prob: float = 0.5,
+        rot90_prob: float = 0.0,
         base_size: int | None = None,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
@@ -159,7 +160,7 @@ class SyntheticSegDataModule(LightningDataModule):
         self.prune_share = prune_share
         self.prune_per_class = prune_per_class
         self.train_transform = build_train_transform(
-            crop_size, scale_range, hflip_prob, base_size, mean, std
+            crop_size, scale_range, hflip_prob, base_size, mean, std, rot90_prob=rot90_prob
         )
         self.train_transform.add_targets({"reliability": "mask", "margin": "mask"})
         self.counters = SynthesisCounters()

@@ -67,12 +67,17 @@ def build_train_transform(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     ignore_index: int = IGNORE_INDEX,
+    rot90_prob: float = 0.0,
 ) -> A.Compose:
     """Training pipeline: [resize shorter side to base_size] -> random scale -> pad -> random crop
-    -> horizontal flip -> normalize -> tensor.
+    -> horizontal flip -> [rotation by a random multiple of 90 degrees] -> normalize -> tensor.
 
     Padding fills the image with 0 (before normalization) and the mask with `ignore_index`, so
-    padded pixels never count in the loss.
+    padded pixels never count in the loss. With chance `rot90_prob` the crop is turned by a random
+    multiple of 90 degrees (0, 90, 180 or 270; with the flip at 0.5 and rot90_prob 1 all 8
+    symmetries of the square are equally likely), for data whose classes do not depend on
+    orientation (the shapes world, aerial or microscopy images; not street scenes). A turn would
+    change a non-square crop's shape, so it needs a square crop.
 
     Shape:
         input image (H, W, 3) uint8 and mask (H, W) integer ids;
@@ -80,6 +85,13 @@ def build_train_transform(
     """
     crop_h, crop_w = crop_hw(crop_size)
     low, high = _check_scale_range(scale_range)
+    if not 0.0 <= rot90_prob <= 1.0:
+        raise ValueError(f"rot90_prob={rot90_prob}; give a probability in [0, 1] (0 = off).")
+    if rot90_prob > 0 and crop_h != crop_w:
+        raise ValueError(
+            f"rot90_prob={rot90_prob} with the non-square crop {crop_h}x{crop_w}: a 90-degree "
+            "turn would change the crop's shape. Fix: use a square crop_size or rot90_prob: 0."
+        )
     steps: list[A.BasicTransform] = []
     if base_size is not None:
         steps.append(A.SmallestMaxSize(max_size=int(base_size), interpolation=cv2.INTER_LINEAR))
@@ -97,8 +109,10 @@ def build_train_transform(
         _pad_bottom_right(crop_h, crop_w, ignore_index),
         A.RandomCrop(height=crop_h, width=crop_w),
         A.HorizontalFlip(p=float(hflip_prob)),
-        *_normalize_to_tensor(mean, std),
     ]
+    if rot90_prob > 0:
+        steps.append(A.RandomRotate90(p=float(rot90_prob)))
+    steps += _normalize_to_tensor(mean, std)
     return A.Compose(steps)
 
 

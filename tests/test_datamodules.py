@@ -320,6 +320,29 @@ def test_flip_exact_and_padding_is_255() -> None:
     assert (mask[40:] == 255).all() and (mask[:, 56:] == 255).all()
 
 
+def test_rot90_turns_image_and_mask_together_and_needs_a_square_crop() -> None:
+    image, ids = colour_scene()
+    image, ids = image[:40, :40], ids[:40, :40]
+    turn = build_train_transform(
+        crop_size=40, scale_range=(1.0, 1.0), hflip_prob=0.0, rot90_prob=1.0
+    )
+    seen = set()
+    for seed in range(16):
+        turn.set_random_seed(seed)
+        out = turn(image=image, mask=ids)
+        mask, rgb = np.asarray(out["mask"]), unnormalize(out["image"])
+        quarter = next(k for k in range(4) if np.array_equal(mask, np.rot90(ids, k)))
+        np.testing.assert_allclose(rgb, np.rot90(image, quarter).astype(np.float32), atol=0.01)
+        seen.add(quarter)
+    assert seen == {0, 1, 2, 3}  # every multiple of 90 degrees, the mask turned with the image
+    off = build_train_transform(crop_size=40, scale_range=(1.0, 1.0), hflip_prob=0.0)
+    np.testing.assert_array_equal(np.asarray(off(image=image, mask=ids)["mask"]), ids)
+    with pytest.raises(ValueError, match="square crop"):
+        build_train_transform(crop_size=[40, 56], rot90_prob=0.5)
+    with pytest.raises(ValueError, match="probability"):
+        build_train_transform(crop_size=40, rot90_prob=1.5)
+
+
 def test_pad_collate_pads_masks_with_ignore() -> None:
     items = [
         {"image": torch.ones(3, 2, 3), "mask": torch.zeros(2, 3, dtype=torch.int64), "name": "a"},
