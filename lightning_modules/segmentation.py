@@ -17,6 +17,7 @@ from synthmask.models.losses import (
 )
 from synthmask.models.metrics import SegmentationIoU, mean_iou
 from synthmask.models.optim import DeepLabSGD, PolyLR
+from synthmask.training.augment import IMAGENET_MEAN, IMAGENET_STD, strong_photometric_augment
 
 # How many samples of the first validation batch are kept for media callbacks.
 STORED_VAL_SAMPLES = 8
@@ -58,6 +59,10 @@ class SegmentationModule(LightningModule):
         unreliable_weight: ``weight`` mode: weight of a fully unreliable pixel (0..1).
         margin_scale: ``margin`` mode: margins at or above it get weight 1.
         log_per_class_iou: also log ``<split>/IoU/<class name>`` scalars each epoch.
+        strong_augment: BECO's strong photometric augmentation (colour jitter p 0.8, greyscale
+            p 0.2, blur p 0.5; ``synthmask.training.augment``) on the training images, drawn per
+            sample from the global torch RNG; masks are untouched.
+        mean, std: the normalisation of the data (to undo it for ``strong_augment``).
 
     Attributes:
         first_val_batch: dict with ``"image"`` (N, 3, H, W), ``"mask"`` (N, H, W), ``"pred"``
@@ -76,6 +81,9 @@ class SegmentationModule(LightningModule):
         log_per_class_iou: bool = True,
         unreliable_weight: float = 0.0,
         margin_scale: float = 1.0,
+        strong_augment: bool = False,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
         check_reliability_mode(reliability_mode)
@@ -108,6 +116,8 @@ class SegmentationModule(LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.reliability_mode = reliability_mode
         self.log_per_class_iou = log_per_class_iou
+        self.strong_augment = strong_augment
+        self.mean, self.std = tuple(mean), tuple(std)
         self.val_iou = SegmentationIoU(num_classes, ignore_index=IGNORE_INDEX)
         self.test_iou = SegmentationIoU(num_classes, ignore_index=IGNORE_INDEX)
         self.first_val_batch: dict[str, torch.Tensor] | None = None
@@ -134,7 +144,10 @@ class SegmentationModule(LightningModule):
             )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(batch["image"])
+        images = batch["image"]
+        if self.strong_augment:
+            images = strong_photometric_augment(images, self.mean, self.std)
+        logits = self(images)
         loss = reliability_weighted_cross_entropy(
             logits,
             batch["mask"],

@@ -136,3 +136,38 @@ def test_fit_runs_poly_schedule_over_all_steps() -> None:
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)  # 4 of 4 steps done
     assert 0.0 <= trainer.callback_metrics["val/mIoU"].item() <= 1.0
     assert module.first_val_batch["reliability"].shape == (2, 32, 32)
+
+
+class InputRecordingNet(torch.nn.Module):
+    """Constant logits; keeps the images it was called with."""
+
+    num_classes = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.zeros(1, 3, 4, 4))
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(images.detach().clone())
+        return self.logits.expand(images.shape[0], -1, -1, -1)
+
+
+def test_strong_augment_changes_training_images_only() -> None:
+    torch.manual_seed(0)
+    images = torch.randn(8, 3, 32, 32)  # blur kernels reach 13 px
+    batch = {"image": images.clone(), "mask": torch.randint(0, 3, (8, 4, 4))}
+    plain, strong = InputRecordingNet(), InputRecordingNet()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log without a trainer
+        SegmentationModule(net=plain, num_classes=3).training_step(batch, 0)
+        module = SegmentationModule(net=strong, num_classes=3, strong_augment=True)
+        module.training_step(batch, 0)
+        module.validation_step(batch, 0)
+    assert torch.equal(plain.inputs[0], images)
+    augmented, validated = strong.inputs
+    assert augmented.shape == images.shape and not torch.allclose(augmented, images, atol=1e-3)
+    # per sample: colour jitter (p 0.8) or blur (p 0.5) leave few samples untouched
+    changed = (augmented - images).flatten(1).abs().amax(1) > 1e-3
+    assert changed.sum() >= 6
+    assert torch.equal(validated, images) and torch.equal(batch["image"], images)
