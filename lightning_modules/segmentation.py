@@ -17,7 +17,12 @@ from synthmask.models.losses import (
 )
 from synthmask.models.metrics import SegmentationIoU, mean_iou
 from synthmask.models.optim import DeepLabSGD, PolyLR
-from synthmask.training.augment import IMAGENET_MEAN, IMAGENET_STD, strong_photometric_augment
+from synthmask.training.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    StrongAugmentConfig,
+    strong_photometric_augment,
+)
 
 # How many samples of the first validation batch are kept for media callbacks.
 STORED_VAL_SAMPLES = 8
@@ -62,6 +67,7 @@ class SegmentationModule(LightningModule):
         strong_augment: BECO's strong photometric augmentation (colour jitter p 0.8, greyscale
             p 0.2, blur p 0.5; ``synthmask.training.augment``) on the training images, drawn per
             sample from the global torch RNG; masks are untouched.
+        strong_augment_config: its probabilities and ranges (default: BECO's values).
         mean, std: the normalisation of the data (to undo it for ``strong_augment``).
 
     Attributes:
@@ -82,6 +88,7 @@ class SegmentationModule(LightningModule):
         unreliable_weight: float = 0.0,
         margin_scale: float = 1.0,
         strong_augment: bool = False,
+        strong_augment_config: StrongAugmentConfig | None = None,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
     ) -> None:
@@ -117,6 +124,7 @@ class SegmentationModule(LightningModule):
         self.reliability_mode = reliability_mode
         self.log_per_class_iou = log_per_class_iou
         self.strong_augment = strong_augment
+        self.strong_augment_config = strong_augment_config or StrongAugmentConfig()
         self.mean, self.std = tuple(mean), tuple(std)
         self.val_iou = SegmentationIoU(num_classes, ignore_index=IGNORE_INDEX)
         self.test_iou = SegmentationIoU(num_classes, ignore_index=IGNORE_INDEX)
@@ -146,7 +154,9 @@ class SegmentationModule(LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         images = batch["image"]
         if self.strong_augment:
-            images = strong_photometric_augment(images, self.mean, self.std)
+            images = strong_photometric_augment(
+                images, self.mean, self.std, self.strong_augment_config
+            )
         logits = self(images)
         loss = reliability_weighted_cross_entropy(
             logits,

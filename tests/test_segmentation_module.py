@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from synthmask.lightning_modules.segmentation import SegmentationModule
 from synthmask.models import DeepLabV3Plus, PolyLR
+from synthmask.training.augment import IMAGENET_MEAN, IMAGENET_STD, StrongAugmentConfig
 
 
 def _trainer(**kwargs) -> Trainer:
@@ -155,7 +156,9 @@ class InputRecordingNet(torch.nn.Module):
 
 def test_strong_augment_changes_training_images_only() -> None:
     torch.manual_seed(0)
-    images = torch.randn(8, 3, 32, 32)  # blur kernels reach 13 px
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    images = (torch.rand(8, 3, 32, 32) - mean) / std  # normalised pixels; blur kernels reach 13 px
     batch = {"image": images.clone(), "mask": torch.randint(0, 3, (8, 4, 4))}
     plain, strong = InputRecordingNet(), InputRecordingNet()
     with warnings.catch_warnings():
@@ -171,3 +174,12 @@ def test_strong_augment_changes_training_images_only() -> None:
     changed = (augmented - images).flatten(1).abs().amax(1) > 1e-3
     assert changed.sum() >= 6
     assert torch.equal(validated, images) and torch.equal(batch["image"], images)
+    # a config with every transform off leaves the images as they are
+    off = InputRecordingNet()
+    config = StrongAugmentConfig(jitter_p=0.0, grey_p=0.0, blur_p=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        SegmentationModule(
+            net=off, num_classes=3, strong_augment=True, strong_augment_config=config
+        ).training_step(batch, 0)
+    torch.testing.assert_close(off.inputs[0], images, atol=1e-5, rtol=0)
