@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+
 from synthmask.datamodules.base import SegmentationDataModule, require_dir
 from synthmask.datamodules.dataset import MaskReader, SegmentationSample, read_index_mask
 from synthmask.datamodules.transforms import IGNORE_INDEX

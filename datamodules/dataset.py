@@ -16,8 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from synthmask.datamodules.transforms import IGNORE_INDEX
 from torch.utils.data import Dataset, get_worker_info
+
+from synthmask.datamodules.transforms import IGNORE_INDEX
 
 MaskReader = Callable[[Path], np.ndarray]
 

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+
 from synthmask.datamodules.base import SegmentationDataModule, require_dir
 from synthmask.datamodules.dataset import MaskReader, SegmentationSample, read_index_mask
 

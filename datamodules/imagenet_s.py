@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
 from synthmask.datamodules.base import SegmentationDataModule, require_dir
 from synthmask.datamodules.dataset import MaskReader, SegmentationSample
 from synthmask.datamodules.transforms import IGNORE_INDEX

@@ -20,6 +20,8 @@ from fixtures_datasets import (
     voc_root_fixture,  # noqa: F401
 )
 from PIL import Image
+from torch.utils.data import SequentialSampler
+
 from synthmask.datamodules.cityscapes import (
     CityscapesDataModule,
     label_ids_to_train_ids,
@@ -36,7 +38,6 @@ from synthmask.datamodules.imagenet_s import (
 )
 from synthmask.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, build_train_transform
 from synthmask.datamodules.voc import VOC_CLASS_NAMES, VOCDataModule
-from torch.utils.data import SequentialSampler
 
 SMALL = {"batch_size": 2, "crop_size": 32}
 
