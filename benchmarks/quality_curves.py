@@ -57,6 +57,8 @@ def ratio_points(job_rows: list[dict[str, str]], hours: dict[int, float]) -> dic
         step = int(r["model_step"])
         if step in hours:
             label = f"{r['prompts'].split()[0]}, {r['images']} img, {r['loss']}"
+            if r.get("augment", "hflip") != "hflip":
+                label += f", {r['augment']}"
             out.setdefault(label, []).append((hours[step], float(r["ratio"])))
     return {k: sorted(v) for k, v in out.items()}
 
