@@ -17,6 +17,7 @@ from synthmask.models.losses import (
 )
 from synthmask.models.metrics import SegmentationIoU, mean_iou
 from synthmask.models.optim import DeepLabSGD, PolyLR
+from synthmask.training import copy_paste_halves
 from synthmask.training.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -68,6 +69,10 @@ class SegmentationModule(LightningModule):
             p 0.2, blur p 0.5; ``synthmask.training.augment``) on the training images, drawn per
             sample from the global torch RNG; masks are untouched.
         strong_augment_config: its probabilities and ranges (default: BECO's values).
+        copy_paste_p: BECO's copy-paste in single-net training: sample ``i`` and ``i + B/2``
+            paste a random half of their foreground classes (image, mask and reliability) onto
+            each other, each way with this probability (0 = off). Turns single-object
+            generations into occluding multi-object scenes whose labels stay right.
         mean, std: the normalisation of the data (to undo it for ``strong_augment``).
 
     Attributes:
@@ -89,6 +94,7 @@ class SegmentationModule(LightningModule):
         margin_scale: float = 1.0,
         strong_augment: bool = False,
         strong_augment_config: StrongAugmentConfig | None = None,
+        copy_paste_p: float = 0.0,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
     ) -> None:
@@ -125,6 +131,9 @@ class SegmentationModule(LightningModule):
         self.log_per_class_iou = log_per_class_iou
         self.strong_augment = strong_augment
         self.strong_augment_config = strong_augment_config or StrongAugmentConfig()
+        if not 0.0 <= copy_paste_p <= 1.0:
+            raise ValueError(f"copy_paste_p={copy_paste_p}; use a probability in [0, 1] (0 = off).")
+        self.copy_paste_p = copy_paste_p
         self.mean, self.std = tuple(mean), tuple(std)
         self.val_iou = SegmentationIoU(num_classes, ignore_index=IGNORE_INDEX)
         self.test_iou = SegmentationIoU(num_classes, ignore_index=IGNORE_INDEX)
@@ -152,6 +161,8 @@ class SegmentationModule(LightningModule):
             )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.copy_paste_p > 0:
+            batch, _ = copy_paste_halves(batch, p=self.copy_paste_p)
         images = batch["image"]
         if self.strong_augment:
             images = strong_photometric_augment(

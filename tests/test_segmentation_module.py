@@ -10,6 +10,7 @@ from fixtures_segmentation import ConstantLogitsNet, TinySegDataModule
 from lightning.pytorch import LightningDataModule, Trainer
 from torch.utils.data import DataLoader
 
+from synthmask.lightning_modules import segmentation as segmentation_module
 from synthmask.lightning_modules.segmentation import SegmentationModule
 from synthmask.models import DeepLabV3Plus, PolyLR
 from synthmask.training.augment import IMAGENET_MEAN, IMAGENET_STD, StrongAugmentConfig
@@ -183,3 +184,37 @@ def test_strong_augment_changes_training_images_only() -> None:
             net=off, num_classes=3, strong_augment=True, strong_augment_config=config
         ).training_step(batch, 0)
     torch.testing.assert_close(off.inputs[0], images, atol=1e-5, rtol=0)
+
+
+def test_copy_paste_puts_each_partner_object_with_its_label_into_training() -> None:
+    """Two single-object samples (class 1 left, class 2 right): with p = 1 each receives the
+    other's object, image and mask alike, and the loss sees the pasted labels."""
+    images = torch.zeros(2, 3, 4, 4)
+    masks = torch.zeros(2, 4, 4, dtype=torch.long)
+    images[0, :, :, :2], masks[0, :, :2] = 1.0, 1
+    images[1, :, :, 2:], masks[1, :, 2:] = 2.0, 2
+    batch = {"image": images, "mask": masks, "reliability": torch.ones(2, 4, 4)}
+    seen_masks: list[torch.Tensor] = []
+    net = InputRecordingNet()
+    module = SegmentationModule(net=net, num_classes=3, reliability_mode="ignore", copy_paste_p=1.0)
+    loss_fn = segmentation_module.reliability_weighted_cross_entropy
+
+    def recording_loss(logits, mask, *args, **kwargs):
+        seen_masks.append(mask.clone())
+        return loss_fn(logits, mask, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log without a trainer
+        patch.setattr(segmentation_module, "reliability_weighted_cross_entropy", recording_loss)
+        module.training_step(batch, 0)
+    both = torch.tensor([[1, 1, 2, 2]] * 4)
+    assert torch.equal(seen_masks[0], torch.stack([both, both]))
+    assert torch.equal(net.inputs[0][:, 0], torch.stack([both, both]).float())
+    assert torch.equal(batch["mask"], masks)  # the loader's batch is left as it was
+    plain = InputRecordingNet()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        SegmentationModule(net=plain, num_classes=3).training_step(batch, 0)
+    assert torch.equal(plain.inputs[0], images)  # off by default
+    with pytest.raises(ValueError, match="copy_paste_p=1.5"):
+        SegmentationModule(net=plain, num_classes=3, copy_paste_p=1.5)
