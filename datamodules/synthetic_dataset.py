@@ -37,6 +37,11 @@ class SynthesisCounters:
         # to spawned workers (used for CUDA generation).
         self._values = multiprocessing.get_context("spawn").Array("d", len(self.FIELDS))
 
+    def __deepcopy__(self, memo: dict) -> SynthesisCounters:
+        """Copies share the counters (shared memory cannot be copied): Lightning's weight
+        averaging callbacks deep-copy the LightningModule, its trainer and data module with it."""
+        return self
+
     def add(self, **deltas: float) -> None:
         with self._values.get_lock():
             for name, delta in deltas.items():

@@ -381,3 +381,15 @@ def test_ddp_two_cpu_processes_generate_each_sample_exactly_once(tiny_pipeline_d
             len(json.loads(line)["samples"]) for line in path.read_text().splitlines()
         )
     assert per_rank == {"r0": 4, "r1": 4}
+
+
+def test_deep_copies_share_the_synthesis_counters(tiny_pipeline_dir, tmp_path):
+    """Lightning's weight-averaging callbacks deep-copy the module with its trainer and data
+    module; shared-memory counters cannot be copied, so a copy shares them."""
+    import copy
+
+    dm = make_dm(tiny_pipeline_dir, tmp_path / "cache")
+    twin = copy.deepcopy(dm)
+    assert twin.counters is dm.counters and twin is not dm
+    twin.counters.add(items=3, cache_hits=3)
+    assert dm.synthesis_stats()["cache_hits"] == 3
