@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -38,6 +39,26 @@ def fidelity_points(ldm_rows: list[dict[str, str]]) -> list[tuple[float, float]]
     return sorted(pts)
 
 
+def row_step(row: dict[str, str]) -> int | None:
+    """The LDM step of an ldm_quality row: its step column, else the ``stepNNNNNNN`` export dir."""
+    if row.get("step"):
+        return int(row["step"])
+    found = re.search(r"step0*(\d+)", row.get("pipeline", ""))
+    return int(found.group(1)) if found else None
+
+
+def robust_fidelity_points(
+    ldm_rows: list[dict[str, str]], hours: dict[int, float], tag: str
+) -> list[tuple[float, float]]:
+    """(CPU h, fidelity) of the rows tagged ``tag`` (guidance 5, a blur-robust classifier)."""
+    pts = {
+        (hours[step], float(r["fidelity"]))
+        for r in ldm_rows
+        if r["tag"] == tag and (step := row_step(r)) in hours
+    }
+    return sorted(pts)
+
+
 def mask_points(
     mask_rows: list[dict[str, str]], hours: dict[int, float]
 ) -> dict[str, list[tuple[float, float]]]:
@@ -59,6 +80,10 @@ def ratio_points(job_rows: list[dict[str, str]], hours: dict[int, float]) -> dic
             label = f"{r['prompts'].split()[0]}, {r['images']} img, {r['loss']}"
             if r.get("augment", "hflip") != "hflip":
                 label += f", {r['augment']}"
+            if r.get("ddim_steps", "15") != "15":
+                label += f", {r['ddim_steps']} DDIM steps"
+            if r.get("notes"):
+                label += f", {r['notes']}"
             out.setdefault(label, []).append((hours[step], float(r["ratio"])))
     return {k: sorted(v) for k, v in out.items()}
 
@@ -72,7 +97,15 @@ def plot(out_png: Path) -> None:
     ldm_rows = read_rows(RESULTS / "ldm_quality.csv")
     hours = step_hours(ldm_rows)
     panels = {
-        "fidelity": {"classifier names the prompted shape": fidelity_points(ldm_rows)},
+        "fidelity": {
+            "guidance 3, classifier of session 1": fidelity_points(ldm_rows),
+            "guidance 5, blur-robust classifier (session 3)": robust_fidelity_points(
+                ldm_rows, hours, "robustclf-g5"
+            ),
+            "guidance 5, blur-robust classifier (session 5)": robust_fidelity_points(
+                ldm_rows, hours, "robustclf-s5-g5-steps25"
+            ),
+        },
         "pseudo-mask mIoU": mask_points(read_rows(RESULTS / "pseudo_mask_quality.csv"), hours),
         "downstream ratio": ratio_points(read_rows(RESULTS / "main_job.csv"), hours),
     }
