@@ -17,6 +17,28 @@ from fixtures_datasets import make_imagenet_s, make_voc
 _TINY_PIPELINE: list[Path] = []
 
 
+def make_synthetic_dm(pipe_dir: Path, cache_dir: Path, **overrides):
+    """A SyntheticSegDataModule on the tiny pipeline: 6 cat/dog images, 2 steps, batches of 3."""
+    from synthmask.datamodules.synthetic import SyntheticSegDataModule
+    from synthmask.diffusion.pipeline import PipelineConfig
+    from synthmask.synthesis_plan import PromptConfig
+
+    kwargs = dict(
+        pipeline=PipelineConfig(model=str(pipe_dir), num_inference_steps=2),
+        prompts=PromptConfig(classes=["cat", "dog"]),
+        num_images=6,
+        synthesis_batch_size=3,
+        cache_dir=str(cache_dir),
+        batch_size=3,
+        crop_size=32,
+        scale_range=(1.0, 1.0),
+        hflip_prob=0.0,
+        progress=False,
+    )
+    kwargs.update(overrides)
+    return SyntheticSegDataModule(**kwargs)
+
+
 def tiny_pipeline_dir() -> Path:
     """One tiny SD pipeline per test process (built on first use, removed at exit)."""
     if not _TINY_PIPELINE:

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 from fixtures_diffusion import tiny_pipeline_dir_fixture  # noqa: F401  (fixture tiny_pipeline_dir: 32 px)
+from fixtures_synthetic import make_synthetic_dm
 
 from synthmask.cache import SampleCache
 from synthmask.datamodules.synthetic import SyntheticSegDataModule
 from synthmask.diffusion.pipeline import PipelineConfig
 from synthmask.synthesis import SampleSynthesizer
-from synthmask.synthesis_plan import PromptConfig, SampleSpec, batched
+from synthmask.synthesis_plan import SampleSpec, batched
 from synthmask.synthesis_processes import split_batches
 
 
@@ -25,20 +26,10 @@ def _one_thread() -> None:
 
 
 def make_dm(pipe_dir: Path, cache_dir: Path, **overrides) -> SyntheticSegDataModule:
-    kwargs = dict(
-        pipeline=PipelineConfig(model=str(pipe_dir), num_inference_steps=2),
-        prompts=PromptConfig(classes=["cat", "dog"]),
-        num_images=7,
-        synthesis_batch_size=2,
-        cache_dir=str(cache_dir),
-        batch_size=2,
-        crop_size=32,
-        scale_range=(1.0, 1.0),
-        hflip_prob=0.0,
-        progress=False,
+    """7 images in batches of 2: 4 batches, the last one short."""
+    return make_synthetic_dm(
+        pipe_dir, cache_dir, **{"num_images": 7, "synthesis_batch_size": 2, **overrides}
     )
-    kwargs.update(overrides)
-    return SyntheticSegDataModule(**kwargs)
 
 
 def manifest_writers_and_keys(cache_dir: Path) -> tuple[set[str], list[str]]:

@@ -14,10 +14,10 @@ import pytest
 import torch
 from fixtures_datasets import make_voc
 from fixtures_diffusion import tiny_pipeline_dir_fixture  # noqa: F401  (fixture tiny_pipeline_dir: 32 px)
+from fixtures_synthetic import make_synthetic_dm
 
 from synthmask import synthesis
 from synthmask.cache import CacheNotWritableError, SampleCache
-from synthmask.datamodules.synthetic import SyntheticSegDataModule
 from synthmask.datamodules.voc import VOCDataModule
 from synthmask.diffusion.pipeline import PipelineConfig
 from synthmask.prompts import get_vocabulary, imagenet_s_vocabulary, load_wordnet_table
@@ -50,21 +50,7 @@ def _load_each_pipeline_once(monkeypatch: pytest.MonkeyPatch) -> None:
 _PIPELINES: dict = {}
 
 
-def make_dm(pipe_dir: Path, cache_dir: Path, **overrides) -> SyntheticSegDataModule:
-    kwargs = dict(
-        pipeline=PipelineConfig(model=str(pipe_dir), num_inference_steps=2),
-        prompts=PromptConfig(classes=["cat", "dog"]),
-        num_images=6,
-        synthesis_batch_size=3,
-        cache_dir=str(cache_dir),
-        batch_size=3,
-        crop_size=32,
-        scale_range=(1.0, 1.0),
-        hflip_prob=0.0,
-        progress=False,
-    )
-    kwargs.update(overrides)
-    return SyntheticSegDataModule(**kwargs)
+make_dm = make_synthetic_dm
 
 
 def manifest_keys(cache_dir: Path) -> list[str]:
