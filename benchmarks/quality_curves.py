@@ -62,12 +62,17 @@ def robust_fidelity_points(
 def mask_points(
     mask_rows: list[dict[str, str]], hours: dict[int, float]
 ) -> dict[str, list[tuple[float, float]]]:
-    """Per mask method, (CPU h, mIoU) at 15 DDIM steps (the main job's sampling)."""
-    out: dict[str, list[tuple[float, float]]] = {}
+    """Per mask method, (CPU h, mIoU) at 15 DDIM steps (the main job's sampling until session 4),
+    or at 10 (since session 5) for a model step with no 15-step row."""
+    by_steps: dict[str, dict[tuple[str, int], float]] = {"15": {}, "10": {}}
     for r in mask_rows:
         step = int(r["model_step"]) if r.get("model_step") else None
-        if step in hours and r["steps"] == "15" and "+crf" not in r["method"]:
-            out.setdefault(r["method"], []).append((hours[step], float(r["miou"])))
+        if step in hours and r["steps"] in by_steps and "+crf" not in r["method"]:
+            by_steps[r["steps"]][(r["method"], step)] = float(r["miou"])
+    merged = {**by_steps["10"], **by_steps["15"]}
+    out: dict[str, list[tuple[float, float]]] = {}
+    for (method, step), miou in merged.items():
+        out.setdefault(method, []).append((hours[step], miou))
     return {m: sorted(set(p)) for m, p in out.items()}
 
 
@@ -76,14 +81,12 @@ def ratio_points(job_rows: list[dict[str, str]], hours: dict[int, float]) -> dic
     out: dict[str, list[tuple[float, float]]] = {}
     for r in job_rows:
         step = int(r["model_step"])
-        if step in hours:
+        if step in hours and not r.get("notes"):  # one-off variants stay in the table only
             label = f"{r['prompts'].split()[0]}, {r['images']} img, {r['loss']}"
             if r.get("augment", "hflip") != "hflip":
                 label += f", {r['augment']}"
             if r.get("ddim_steps", "15") != "15":
                 label += f", {r['ddim_steps']} DDIM steps"
-            if r.get("notes"):
-                label += f", {r['notes']}"
             out.setdefault(label, []).append((hours[step], float(r["ratio"])))
     return {k: sorted(v) for k, v in out.items()}
 
@@ -109,7 +112,7 @@ def plot(out_png: Path) -> None:
         "pseudo-mask mIoU": mask_points(read_rows(RESULTS / "pseudo_mask_quality.csv"), hours),
         "downstream ratio": ratio_points(read_rows(RESULTS / "main_job.csv"), hours),
     }
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 6.5))
     for ax, (title, series) in zip(axes, panels.items(), strict=True):
         for label, pts in series.items():
             ax.plot(*zip(*pts, strict=True), marker="o", label=label)
@@ -118,7 +121,7 @@ def plot(out_png: Path) -> None:
         ax.set_xlabel("LDM training CPU hours (1 thread)")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=100)

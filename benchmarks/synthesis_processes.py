@@ -1,9 +1,10 @@
-"""Synthesis in processes vs threads: the main job's synthesis (shipped shapes LDM, 15 DDIM steps,
+"""Synthesis in processes vs threads: the main job's synthesis (shipped shapes LDM, 10 DDIM steps,
 guidance 5, self-attention capture at 16, self_refine masks, batch 32) into a fresh cache, once
 in one process with all of torch's threads and once in ``--processes`` one-thread processes
 (`SyntheticSegDataModule(synthesis_processes=N)`), side by side in one run.
 
 Usage: python benchmarks/synthesis_processes.py [--images 256] [--rounds 2] [--processes 2]
+    [--steps 10]
 
 Each round runs both settings, in alternating order, each on its own fresh cache of the same
 plan; the figure to quote is the ratio of images/s (wall clock) within a round: both settings
@@ -30,11 +31,13 @@ from synthmask.masks import MaskConfig
 from synthmask.prompts.scene_config import ScenePromptConfig
 
 
-def main_job_datamodule(cache_dir: Path, images: int, processes: int) -> SyntheticSegDataModule:
+def main_job_datamodule(
+    cache_dir: Path, images: int, processes: int, steps: int = 10
+) -> SyntheticSegDataModule:
     """The synthesis settings of experiments/shapes_synth.yaml."""
     return SyntheticSegDataModule(
         pipeline=PipelineConfig(
-            model="synthmask:shapes-ldm", num_inference_steps=15, guidance_scale=5.0
+            model="synthmask:shapes-ldm", num_inference_steps=steps, guidance_scale=5.0
         ),
         vocabulary="shapes",
         prompts=ScenePromptConfig(scenes="shapes", min_subjects=1, max_subjects=2),
@@ -49,11 +52,11 @@ def main_job_datamodule(cache_dir: Path, images: int, processes: int) -> Synthet
     )
 
 
-def timed(images: int, processes: int) -> float:
+def timed(images: int, processes: int, steps: int) -> float:
     """Images/s (wall, pipeline loading included) of one synthesis into a fresh cache."""
     root = Path(tempfile.mkdtemp(prefix="synthmask-bench-"))
     try:
-        dm = main_job_datamodule(root / "cache", images, processes)
+        dm = main_job_datamodule(root / "cache", images, processes, steps)
         start = time.perf_counter()
         report = dm.synthesize(log_to_wandb=False)
         seconds = time.perf_counter() - start
@@ -68,16 +71,18 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10, help="DDIM steps (the main job: 10)")
     args = parser.parse_args()
     threads = torch.get_num_threads()
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
-        f"torch threads {threads}, load average {os.getloadavg()[0]:.2f}, {args.images} images"
+        f"torch threads {threads}, load average {os.getloadavg()[0]:.2f}, {args.images} images, "
+        f"{args.steps} DDIM steps"
     )
     print("round | 1 process x threads img/s | processes x 1 thread img/s | ratio")
     for r in range(args.rounds):
         order = [1, args.processes] if r % 2 == 0 else [args.processes, 1]
-        rate = {n: timed(args.images, n) for n in order}
+        rate = {n: timed(args.images, n, args.steps) for n in order}
         print(
             f"{r} | 1 x {threads}: {rate[1]:.2f} | {args.processes} x 1: "
             f"{rate[args.processes]:.2f} | {rate[args.processes] / rate[1]:.2f}",

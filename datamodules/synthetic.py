@@ -75,7 +75,7 @@ class SyntheticSegDataModule(LightningDataModule):
         synthesis_batch_size: diffusion batch size.
         synthesis_processes: ahead-of-time synthesis on a CPU in this many processes, each with
             an equal share of torch's threads (1 = in the training process). On 2 cores, 2
-            one-thread processes draw 1.19x as many images/s as one two-thread process.
+            one-thread processes draw 1.3x as many images/s as one two-thread process.
         cache_dir: the sample cache (shared by every run with the same settings).
         mode: "ahead" or "on_the_fly" (see the module docstring).
         seed: seed of the plan (prompt i and image seed i depend only on it and i).

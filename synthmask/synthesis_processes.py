@@ -2,7 +2,7 @@
 
 A small diffusion model on a CPU keeps one core busy better than two: intra-op threads share
 little work per op at latent 16x16. Two one-thread processes drew the shapes-world main job's
-images 1.19x as fast as one two-thread process on a 2-core machine (benchmarks/RESULTS.md,
+images 1.3x as fast as one two-thread process on a 2-core machine (benchmarks/RESULTS.md,
 "Synthesis in processes"). The batches stay those of a one-process run (process ``k`` takes
 batches ``k, k + n, ...`` of the missing samples), so every sample is generated in the same
 batch as it would be in one process. The cache's writers are per process, its shards atomic,
