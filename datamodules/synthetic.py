@@ -53,7 +53,7 @@ from synthmask.synthesis_plan import (
     config_digest,
     owned_indices,
 )
-from synthmask.synthesis_processes import synthesize_in_processes
+from synthmask.synthesis_processes import check_processes, synthesize_in_processes
 
 MODES = ("ahead", "on_the_fly")
 
@@ -133,7 +133,6 @@ class SyntheticSegDataModule(LightningDataModule):
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}; use one of {list(MODES)}.")
         for name, value in (("num_images", num_images), ("synthesis_batch_size", synthesis_batch_size),
-                            ("synthesis_processes", synthesis_processes),
                             ("batch_size", batch_size), ("shard_size", shard_size)):  # fmt: skip
             if value < 1:
                 raise ValueError(f"{name}={value}; it must be at least 1.")
@@ -147,12 +146,8 @@ class SyntheticSegDataModule(LightningDataModule):
         )
         self.num_images = num_images
         self.synthesis_batch_size = synthesis_batch_size
+        check_processes(synthesis_processes, pipeline.device)
         self.synthesis_processes = synthesis_processes
-        if synthesis_processes > 1 and str(pipeline.device).startswith("cuda"):
-            raise ValueError(
-                f"synthesis_processes={synthesis_processes} is for CPU synthesis; with CUDA give "
-                "each GPU its own rank instead (torchrun --nproc_per_node=N synthmask synthesize)."
-            )
         self.cache_dir = Path(cache_dir).expanduser()
         self.mode = mode
         self.seed = seed
@@ -252,10 +247,9 @@ class SyntheticSegDataModule(LightningDataModule):
         rank, world = rank_and_world()
         specs = self.plan()
         mine = [specs[i] for i in owned_indices(len(specs), rank, world)]
-        self._open_cache()
         report = synthesize_in_processes(
             self.synthesizer,
-            self.cache_dir,
+            self._open_cache(),
             mine,
             self.synthesis_batch_size,
             self.synthesis_processes,

@@ -20,7 +20,6 @@ import queue as queue_module
 import time
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -44,6 +43,19 @@ def split_batches(
         raise ValueError(f"batch_size={batch_size}, parts={parts}; both must be at least 1.")
     batches = list(batched(list(specs), batch_size))
     return [[spec for batch in batches[k::parts] for spec in batch] for k in range(parts)]
+
+
+def check_processes(num_processes: int, device: str) -> None:
+    """Refuse a process count below 1, and more than one process for a CUDA pipeline."""
+    if num_processes < 1:
+        raise ValueError(
+            f"synthesis_processes={num_processes}; use 1 or more (1 = no extra process)."
+        )
+    if num_processes > 1 and str(device).startswith("cuda"):
+        raise ValueError(
+            f"synthesis_processes={num_processes} is for CPU synthesis; with CUDA give each GPU "
+            "its own rank instead (torchrun --nproc_per_node=N synthmask synthesize ...)."
+        )
 
 
 def _run_part(
@@ -78,7 +90,7 @@ def _run_part(
 
 def synthesize_in_processes(
     synthesizer: SampleSynthesizer,
-    cache_dir: str | Path,
+    cache: SampleCache,
     specs: Sequence[SampleSpec],
     batch_size: int,
     num_processes: int,
@@ -88,8 +100,8 @@ def synthesize_in_processes(
     progress: bool = True,
     desc: str = "synthesize",
 ) -> SynthesisReport:
-    """Generate the specs missing from the cache at ``cache_dir`` in ``num_processes``
-    processes (fewer when there are fewer batches; 1 = in this process).
+    """Generate the specs missing from ``cache`` in ``num_processes`` processes (fewer when
+    there are fewer batches; 1 = in this process), each opening the cache at ``cache.root``.
 
     Args:
         threads_per_process: torch threads of each process; None = this process's threads
@@ -104,14 +116,7 @@ def synthesize_in_processes(
         RuntimeError: a process failed or died; what it finished is in the cache, and a rerun
             resumes from there.
     """
-    if num_processes < 1:
-        raise ValueError(f"num_processes={num_processes}; use 1 or more (1 = no extra process).")
-    if num_processes > 1 and str(synthesizer.pipeline.device).startswith("cuda"):
-        raise ValueError(
-            f"synthesis in {num_processes} processes is for CPU pipelines; with CUDA, give each "
-            "GPU its own rank instead (torchrun --nproc_per_node=N synthmask synthesize ...)."
-        )
-    cache = SampleCache(cache_dir)
+    check_processes(num_processes, synthesizer.pipeline.device)
     cache.refresh()
     missing = [spec for spec in specs if spec.key not in cache]
     parts = [part for part in split_batches(missing, batch_size, num_processes) if part]
@@ -129,7 +134,7 @@ def synthesize_in_processes(
             target=_run_part,
             args=(
                 synthesizer,
-                str(cache_dir),
+                str(cache.root),
                 part,
                 batch_size,
                 f"{writer_label}p{k}",
@@ -137,7 +142,7 @@ def synthesize_in_processes(
                 threads,
                 messages,
                 k,
-            ),  # fmt: skip
+            ),
             name=f"synthesis-{k}",
             daemon=True,
         )
@@ -183,6 +188,6 @@ def synthesize_in_processes(
         details = "\n".join(f"process {k}: {text}" for k, text in sorted(errors.items()))
         raise RuntimeError(
             f"{len(errors)} of {len(parts)} synthesis processes failed; the samples they "
-            f"finished are in the cache {cache_dir} and a rerun resumes from there.\n{details}"
+            f"finished are in the cache {cache.root} and a rerun resumes from there.\n{details}"
         )
     return report
