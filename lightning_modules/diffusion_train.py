@@ -4,7 +4,9 @@ Two stages, one class (``stage``):
 
 - ``"vae"``: ``AutoencoderKL`` on images in [-1, 1] with L1 + L2 + a small KL + an edge (image
   gradient) L1. At the end of fit the VAE is saved with ``save_pretrained`` to ``export_dir``
-  with ``scaling_factor = 1 / std(latents)``.
+  with ``scaling_factor = 1 / std(latents)``. ``vae_train_part="decoder"`` fine-tunes only the
+  decoder of a trained VAE (Stable Diffusion's ft-MSE recipe): the encoder, hence the latent
+  space and its scaling factor, stay as they are, so a denoiser trained on them stays valid.
 - ``"ldm"``: frozen VAE (from ``vae_dir``), ``UNet2DConditionModel`` + 0-layer ``CLIPTextModel``
   trained with v-prediction on SD's scaled_linear schedule, min-SNR-gamma weights, caption
   dropout (classifier-free guidance), separate learning rates for the text encoder and the
@@ -50,6 +52,7 @@ from synthmask.world.ldm_recipe import (
 from synthmask.world.ldm_samples import DEFAULT_SAMPLE_PROMPTS, log_sample_grid
 
 STAGES = ("vae", "ldm")
+VAE_TRAIN_PARTS = ("all", "decoder")
 
 
 class DiffusionTrainModule(LightningModule):
@@ -78,6 +81,8 @@ class DiffusionTrainModule(LightningModule):
         sample_every_n_steps: log a sample grid (EMA weights) every n optimizer steps (0 = off).
         sample_prompts: prompts of the grid (default: one per class + two-object prompts).
         export_dir: VAE stage: where the trained VAE is saved at the end of fit.
+        vae_train_part: VAE stage: "all" (encoder + decoder) or "decoder" (fine-tune the
+            decoder of the VAE in ``vae_dir`` / ``init_pipeline_dir``; latents unchanged).
         num_classes / class_names: accepted for the CLI's data links; unused.
     """
 
@@ -110,6 +115,7 @@ class DiffusionTrainModule(LightningModule):
         sample_steps: int = 25,
         guidance_scale: float = 3.0,
         export_dir: str | None = None,
+        vae_train_part: str = "all",
         num_classes: int | None = None,
         class_names: list[str] | None = None,
     ) -> None:
@@ -118,6 +124,15 @@ class DiffusionTrainModule(LightningModule):
             raise ValueError(f"stage={stage!r} is unknown; use one of {STAGES}.")
         if not 0.0 <= caption_dropout < 1.0:
             raise ValueError(f"caption_dropout={caption_dropout} must be in [0, 1).")
+        if vae_train_part not in VAE_TRAIN_PARTS:
+            raise ValueError(
+                f"vae_train_part={vae_train_part!r} is unknown; use one of {VAE_TRAIN_PARTS}."
+            )
+        if vae_train_part == "decoder" and vae_dir is None and init_pipeline_dir is None:
+            raise ValueError(
+                "vae_train_part='decoder' fine-tunes a trained VAE's decoder: give vae_dir "
+                "(e.g. synthmask/assets/shapes_ldm/vae) or init_pipeline_dir."
+            )
         self.save_hyperparameters(ignore=["num_classes", "class_names"])
         self.stage = stage
         self.vae = self._build_vae(stage, image_size, vae_channels, vae_dir, init_pipeline_dir)
@@ -130,6 +145,9 @@ class DiffusionTrainModule(LightningModule):
         self._clock: tuple[float, float] | None = None
         self.sample_prompts = list(sample_prompts or DEFAULT_SAMPLE_PROMPTS)
         if stage == "vae":
+            if vae_train_part == "decoder":
+                self.vae.encoder.requires_grad_(False)
+                self.vae.quant_conv.requires_grad_(False)
             return
         self.vae.requires_grad_(False).eval()
         factor = 2 ** (len(vae_channels) - 1)
@@ -219,7 +237,8 @@ class DiffusionTrainModule(LightningModule):
 
     def vae_losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Autoencoder loss terms of a batch in [-1, 1]; "loss" is the weighted total."""
-        posterior = self.vae.encode(images).latent_dist
+        with torch.set_grad_enabled(self.hparams.vae_train_part == "all"):
+            posterior = self.vae.encode(images).latent_dist
         recon = self.vae.decode(posterior.sample()).sample
         l1 = (recon - images).abs().mean()
         l2 = F.mse_loss(recon, images)
@@ -329,7 +348,11 @@ class DiffusionTrainModule(LightningModule):
 
     @torch.no_grad()
     def export_vae(self, out_dir: Path, batches: int = 8) -> float:
-        """Save the VAE with ``scaling_factor = 1 / std`` of latents of training batches."""
+        """Save the VAE with ``scaling_factor = 1 / std`` of latents of training batches (a
+        decoder fine-tune keeps the scaling factor its denoiser was trained with)."""
+        if self.hparams.vae_train_part == "decoder":
+            self.vae.save_pretrained(str(out_dir), safe_serialization=True)
+            return float(self.vae.config.scaling_factor)
         loader = self.trainer.datamodule.train_dataloader()
         latents = []
         for i, batch in enumerate(loader):
@@ -346,7 +369,8 @@ class DiffusionTrainModule(LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         if self.stage == "vae":
-            groups = [{"params": list(self.vae.parameters()), "lr": hp.lr}]
+            trainable = [p for p in self.vae.parameters() if p.requires_grad]
+            groups = [{"params": trainable, "lr": hp.lr}]
         else:
             xattn = [
                 p

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -102,6 +102,40 @@ def test_training_lowers_the_loss(stage: str, vae_dir: Path, tmp_path: Path) -> 
     after = fixed_batch_loss(module, data)
     assert after < 0.8 * before, (before, after)
     assert float(module.train_cpu_seconds) > 0.0
+
+
+def test_decoder_finetune_keeps_the_latent_space(vae_dir: Path, tmp_path: Path) -> None:
+    """vae_train_part="decoder": only the decoder moves, the loss falls, and the export keeps the
+    encoder and scaling factor the denoiser was trained with."""
+    torch.manual_seed(0)
+    export = tmp_path / "export"
+    module = DiffusionTrainModule(
+        stage="vae", vae_dir=str(vae_dir), vae_train_part="decoder", lr=3e-3,
+        export_dir=str(export), **TINY,
+    )  # fmt: skip
+    encoder_before = {k: v.clone() for k, v in module.vae.encoder.state_dict().items()}
+    decoder_before = {k: v.clone() for k, v in module.vae.decoder.state_dict().items()}
+    data = tiny_data()
+    data.sizes["val"] = data.sizes["train"] = 8
+    before = fixed_batch_loss(module, data)
+    trainer(tmp_path, max_steps=15).fit(module, datamodule=data)
+    assert fixed_batch_loss(module, data) < 0.8 * before
+    for name, value in module.vae.encoder.state_dict().items():
+        assert torch.equal(value, encoder_before[name]), name
+    assert any(
+        not torch.equal(v, decoder_before[k]) for k, v in module.vae.decoder.state_dict().items()
+    )
+    exported = AutoencoderKL.from_pretrained(str(export))
+    original = AutoencoderKL.from_pretrained(str(vae_dir))
+    assert exported.config.scaling_factor == original.config.scaling_factor
+    assert torch.equal(exported.quant_conv.weight, original.quant_conv.weight)
+
+
+def test_decoder_finetune_needs_a_trained_vae() -> None:
+    with pytest.raises(ValueError, match="vae_dir"):
+        DiffusionTrainModule(stage="vae", vae_train_part="decoder", **TINY)
+    with pytest.raises(ValueError, match="vae_train_part"):
+        DiffusionTrainModule(stage="vae", vae_train_part="encoder", **TINY)
 
 
 class FirstStep(Callback):
