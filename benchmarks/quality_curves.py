@@ -5,7 +5,8 @@ Reads the rows the benchmarks appended (nothing is recomputed):
 - pseudo-mask mIoU per mask method: `results/pseudo_mask_quality.csv` (pseudo_mask_quality.py;
   the CPU hours of a row's ``model_step`` come from the fidelity rows of the same step);
 - downstream ratio: `results/main_job.csv` (val mIoU of `synthmask fit` runs of shapes_synth.yaml
-  variants divided by shapes_real.yaml's at the same step budget; hand-entered from their logs).
+  variants divided by shapes_real.yaml's at the same step budget; hand-entered from their logs;
+  rows with a fine-tuned VAE decoder sit at the denoiser's CPU hours plus the decoder's).
 
     python benchmarks/quality_curves.py --out benchmarks/results/quality_curves.png
 """
@@ -87,7 +88,11 @@ def ratio_points(job_rows: list[dict[str, str]], hours: dict[int, float]) -> dic
                 label += f", {r['augment']}"
             if r.get("ddim_steps", "15") != "15":
                 label += f", {r['ddim_steps']} DDIM steps"
-            out.setdefault(label, []).append((hours[step], float(r["ratio"])))
+            # A fine-tuned VAE decoder (session 6) adds its CPU hours to the denoiser's.
+            extra = float(r.get("decoder_ft_cpu_hours") or 0.0)
+            if extra:
+                label += ", VAE decoder fine-tuned"
+            out.setdefault(label, []).append((hours[step] + extra, float(r["ratio"])))
     return {k: sorted(v) for k, v in out.items()}
 
 

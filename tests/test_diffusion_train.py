@@ -13,6 +13,7 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from safetensors.torch import load_file
 
 from synthmask.datamodules.shapes_captions import ShapesCaptionDataModule
 from synthmask.diffusion.capture import CaptureConfig
@@ -118,7 +119,8 @@ def test_decoder_finetune_keeps_the_latent_space(vae_dir: Path, tmp_path: Path) 
     data = tiny_data()
     data.sizes["val"] = data.sizes["train"] = 8
     before = fixed_batch_loss(module, data)
-    trainer(tmp_path, max_steps=15).fit(module, datamodule=data)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer(tmp_path, max_steps=15, callbacks=[ckpt]).fit(module, datamodule=data)
     assert fixed_batch_loss(module, data) < 0.8 * before
     for name, value in module.vae.encoder.state_dict().items():
         assert torch.equal(value, encoder_before[name]), name
@@ -129,6 +131,24 @@ def test_decoder_finetune_keeps_the_latent_space(vae_dir: Path, tmp_path: Path) 
     original = AutoencoderKL.from_pretrained(str(vae_dir))
     assert exported.config.scaling_factor == original.config.scaling_factor
     assert torch.equal(exported.quant_conv.weight, original.quant_conv.weight)
+    # The documented `vae` command: the checkpoint's VAE in fp16, same scaling factor.
+    from synthmask.lightning_modules.diffusion_export import main as export_main
+
+    export_main(["vae", str(tmp_path / "ckpt" / "last.ckpt"), str(tmp_path / "vae16")])
+    shipped = AutoencoderKL.from_pretrained(str(tmp_path / "vae16"))
+    stored = load_file(str(tmp_path / "vae16" / "diffusion_pytorch_model.safetensors"))
+    assert {t.dtype for t in stored.values()} == {torch.float16}
+    # (the run's latent_scale buffer is float32)
+    assert shipped.config.scaling_factor == pytest.approx(original.config.scaling_factor, rel=1e-6)
+    weight = module.vae.decoder.conv_out.weight.detach()
+    assert torch.equal(shipped.decoder.conv_out.weight, weight.half().float())
+    with pytest.raises(ValueError, match="'vae'-stage"):
+        module_ckpt = tmp_path / "ldm.ckpt"
+        ldm = DiffusionTrainModule(stage="ldm", vae_dir=str(vae_dir), **TINY)
+        torch.save(
+            {"hyper_parameters": dict(ldm.hparams), "state_dict": ldm.state_dict()}, module_ckpt
+        )
+        export_main(["vae", str(module_ckpt), str(tmp_path / "nope")])
 
 
 def test_decoder_finetune_needs_a_trained_vae() -> None:
