@@ -27,10 +27,18 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def step_hours(ldm_rows: list[dict[str, str]]) -> dict[int, float]:
-    """Training CPU hours of every LDM step that has a fidelity row."""
+# Tag suffix of rows measured after the VAE decoder fine-tune (session 6): same denoiser step,
+# more CPU hours (their ldm_quality rows carry the sum), so they are kept apart from step_hours.
+DECODER_TAG = "-decft"
+
+
+def step_hours(ldm_rows: list[dict[str, str]], decoder: bool = False) -> dict[int, float]:
+    """Training CPU hours of every LDM step that has a fidelity row (``decoder``: of the rows
+    measured with the fine-tuned decoder, denoiser + decoder hours)."""
     return {
-        int(r["step"]): float(r["cpu_hours"]) for r in ldm_rows if r.get("step") and r["cpu_hours"]
+        int(r["step"]): float(r["cpu_hours"])
+        for r in ldm_rows
+        if r.get("step") and r["cpu_hours"] and (DECODER_TAG in r["tag"]) == decoder
     }
 
 
@@ -51,29 +59,40 @@ def row_step(row: dict[str, str]) -> int | None:
 def robust_fidelity_points(
     ldm_rows: list[dict[str, str]], hours: dict[int, float], tag: str
 ) -> list[tuple[float, float]]:
-    """(CPU h, fidelity) of the rows tagged ``tag`` (guidance 5, a blur-robust classifier)."""
+    """(CPU h, fidelity) of the rows tagged ``tag`` (guidance 5, a blur-robust classifier), and
+    of the rows tagged ``tag`` + DECODER_TAG at their own CPU hours."""
     pts = {
         (hours[step], float(r["fidelity"]))
         for r in ldm_rows
         if r["tag"] == tag and (step := row_step(r)) in hours
     }
+    pts |= {
+        (float(r["cpu_hours"]), float(r["fidelity"]))
+        for r in ldm_rows
+        if r["tag"] == tag + DECODER_TAG and r["cpu_hours"]
+    }
     return sorted(pts)
 
 
 def mask_points(
-    mask_rows: list[dict[str, str]], hours: dict[int, float]
+    mask_rows: list[dict[str, str]],
+    hours: dict[int, float],
+    decoder_hours: dict[int, float] | None = None,
 ) -> dict[str, list[tuple[float, float]]]:
     """Per mask method, (CPU h, mIoU) at 15 DDIM steps (the main job's sampling until session 4),
-    or at 10 (since session 5) for a model step with no 15-step row."""
-    by_steps: dict[str, dict[tuple[str, int], float]] = {"15": {}, "10": {}}
+    or at 10 (since session 5) for a model step with no 15-step row; rows tagged DECODER_TAG at
+    ``decoder_hours`` of their step."""
+    decoder_hours = decoder_hours or {}
+    by_steps: dict[str, dict[tuple[str, float], float]] = {"15": {}, "10": {}}
     for r in mask_rows:
         step = int(r["model_step"]) if r.get("model_step") else None
-        if step in hours and r["steps"] in by_steps and "+crf" not in r["method"]:
-            by_steps[r["steps"]][(r["method"], step)] = float(r["miou"])
+        x = (decoder_hours if DECODER_TAG in r["tag"] else hours).get(step)
+        if x is not None and r["steps"] in by_steps and "+crf" not in r["method"]:
+            by_steps[r["steps"]][(r["method"], x)] = float(r["miou"])
     merged = {**by_steps["10"], **by_steps["15"]}
     out: dict[str, list[tuple[float, float]]] = {}
-    for (method, step), miou in merged.items():
-        out.setdefault(method, []).append((hours[step], miou))
+    for (method, x), miou in merged.items():
+        out.setdefault(method, []).append((x, miou))
     return {m: sorted(set(p)) for m, p in out.items()}
 
 
@@ -110,11 +129,13 @@ def plot(out_png: Path) -> None:
             "guidance 5, blur-robust classifier (session 3)": robust_fidelity_points(
                 ldm_rows, hours, "robustclf-g5"
             ),
-            "guidance 5, blur-robust classifier (session 5)": robust_fidelity_points(
-                ldm_rows, hours, "robustclf-s5-g5-steps25"
+            "guidance 5, blur-robust classifier (session 5; last point: decoder fine-tuned)": (
+                robust_fidelity_points(ldm_rows, hours, "robustclf-s5-g5-steps25")
             ),
         },
-        "pseudo-mask mIoU": mask_points(read_rows(RESULTS / "pseudo_mask_quality.csv"), hours),
+        "pseudo-mask mIoU": mask_points(
+            read_rows(RESULTS / "pseudo_mask_quality.csv"), hours, step_hours(ldm_rows, True)
+        ),
         "downstream ratio": ratio_points(read_rows(RESULTS / "main_job.csv"), hours),
     }
     fig, axes = plt.subplots(1, 3, figsize=(15, 6.5))
