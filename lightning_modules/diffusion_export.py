@@ -24,8 +24,15 @@ def module_from_checkpoint(checkpoint: str | Path) -> DiffusionTrainModule:
     state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
     names = inspect.signature(DiffusionTrainModule.__init__).parameters
     hparams = {k: v for k, v in state["hyper_parameters"].items() if k in names}
-    hparams.update(vae_dir=None, init_pipeline_dir=None, init_ema_dir=None, sample_every_n_steps=0)
-    hparams["vae_train_part"] = "all"  # only decides what trains; the weights come from the state
+    # The weights come from the state: no source directories, and vae_train_part (which only
+    # decides what trains) must not ask for a trained VAE's directory.
+    hparams.update(
+        vae_dir=None,
+        init_pipeline_dir=None,
+        init_ema_dir=None,
+        sample_every_n_steps=0,
+        vae_train_part="all",
+    )
     module = DiffusionTrainModule(**hparams)
     module.load_state_dict(state["state_dict"])
     return module
