@@ -20,6 +20,7 @@ standard ``StableDiffusionPipeline`` directory (EMA weights) loadable with ``fro
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 import time
@@ -237,7 +238,10 @@ class DiffusionTrainModule(LightningModule):
 
     def vae_losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Autoencoder loss terms of a batch in [-1, 1]; "loss" is the weighted total."""
-        with torch.set_grad_enabled(self.hparams.vae_train_part == "all"):
+        # A decoder fine-tune builds no graph through the frozen encoder (nullcontext, not
+        # set_grad_enabled(True): a caller's no_grad must still hold for a full VAE run).
+        frozen = self.hparams.vae_train_part == "decoder"
+        with torch.no_grad() if frozen else contextlib.nullcontext():
             posterior = self.vae.encode(images).latent_dist
         recon = self.vae.decode(posterior.sample()).sample
         l1 = (recon - images).abs().mean()
