@@ -1,5 +1,6 @@
 """Sharded, atomic, resumable, self-verifying store of synthetic samples (see store.py)."""
 
+from synthmask.cache.errors import CacheWriteError
 from synthmask.cache.key import canonical_json, sample_key
 from synthmask.cache.record import SampleRecord
 from synthmask.cache.shard import ShardError
@@ -10,6 +11,7 @@ from synthmask.cache.writer import CacheWriter
 __all__ = [
     "CacheNotWritableError",
     "CacheStats",
+    "CacheWriteError",
     "CacheWriter",
     "SampleCache",
     "SampleRecord",

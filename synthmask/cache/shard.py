@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,3 +144,20 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def manifest_record(
+    name: str, data_size: int, sha256: str, writer: str, entries: list[SampleEntry]
+) -> dict:
+    """The manifest line of a finished shard (see manifest.py)."""
+    return {
+        "shard": name,
+        "bytes": data_size,
+        "sha256": sha256,
+        "writer": writer,
+        "created": time.time(),
+        "samples": [
+            {"key": e.key, "sha256": e.sha256, "fields": {k: list(v) for k, v in e.fields.items()}}
+            for e in entries
+        ],
+    }
