@@ -1,4 +1,4 @@
-"""Robust-training ablation on the shapes world (METHOD.md Technique 1; issue #6).
+"""Robust-training ablation on the shapes world (METHOD.md Technique 1).
 
 Trains a tiny DeepLabV3+ on shapes-world scenes whose training masks are noisy and evaluates
 mIoU on clean REAL validation scenes. Methods: plain CE, ``ignore``, ``weight`` (w = 0.3), BECO
@@ -366,7 +366,7 @@ def main() -> None:
     ldm.add_argument("--ldm-guidance", type=float, default=3.0)
     ldm.add_argument("--ldm-mask", default="attn2mask", choices=("attn2mask", "self_refine"))
     ldm.add_argument("--ldm-val", type=int, default=300, help="real val scenes")
-    ldm.add_argument("--ldm-cache", default="/work/ldm_runs/ablation_cache")
+    ldm.add_argument("--ldm-cache", default=str(HERE.parent / "runs" / "ablation_cache"))
     ldm.add_argument("--ldm-out", default=str(HERE / "results" / "ablation_robust_ldm.jsonl"))
     ldm.add_argument("--ldm-info", default=str(HERE / "results" / "ablation_robust_ldm_data.json"))
     ldm.add_argument("--ldm-plot", default=str(HERE / "ablation_robust_ldm.png"))

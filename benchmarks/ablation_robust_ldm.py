@@ -35,8 +35,9 @@ HERE = Path(__file__).resolve().parent
 IMAGENET_MEAN = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
 LDM_MODEL = "synthmask:shapes-ldm"
-DEFAULT_CACHE = "/work/ldm_runs/ablation_cache"
-CLASSIFIER = "/work/ldm_runs/classifier"  # benchmarks/shape_classifier.py weights
+# The synthesized set's cache, inside the repository's ignored runs/ folder.
+DEFAULT_CACHE = str(HERE.parent / "runs" / "ablation_cache")
+CLASSIFIER = str(HERE / "assets" / "shape_classifier")  # the shipped shape_classifier.py weights
 # Priority order: configurations are run in this order, 3 seeds each (drop from the end).
 LDM_CONFIGS = (
     ("real", "ce", 0),

@@ -14,7 +14,7 @@ their distance to the border colour, so attention can be scored against them:
 
     python benchmarks/ldm_quality.py --pipeline synthmask/assets/shapes_ldm
     python benchmarks/ldm_quality.py --checkpoint runs/shapes_ldm/checkpoints/last.ckpt
-    python benchmarks/ldm_quality.py --watch /work/ldm_runs/runs/shapes_ldm --every 1200
+    python benchmarks/ldm_quality.py --watch runs/shapes_ldm --every 1200
 
 Rows are appended to --csv (default benchmarks/results/ldm_quality.csv).
 """
@@ -35,7 +35,7 @@ from diffusers import StableDiffusionPipeline
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shape_classifier import load_classifier  # noqa: E402
+from shape_classifier import DEFAULT_DIR, load_classifier  # noqa: E402
 
 from synthmask.diffusion.capture import CaptureConfig  # noqa: E402
 from synthmask.diffusion.sampling import generate_with_attention  # noqa: E402
@@ -304,7 +304,7 @@ def main() -> None:
     parser.add_argument("--n-pair", type=int, default=24)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--classifier", type=Path, default=Path("/work/ldm_runs/classifier"))
+    parser.add_argument("--classifier", type=Path, default=DEFAULT_DIR)
     parser.add_argument(
         "--csv", type=Path, default=Path(__file__).parent / "results" / "ldm_quality.csv"
     )

@@ -6,7 +6,10 @@ seeds 0-95) under five wordings and reports the share the real-trained classifie
 ``shape_classifier.py`` names as the prompted shape. (The colour's article is always "a", as in
 the recorded run.)
 
-    python benchmarks/prompt_wording.py --pipeline /work/exports/step0022109 --guidance 5
+    python benchmarks/prompt_wording.py --guidance 5
+
+The recorded figures (benchmarks/RESULTS.md) were drawn by the step-22109 export of the LDM,
+which is not kept: ``--pipeline DIR`` takes any export, the default is the shipped model.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from diffusers import StableDiffusionPipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ldm_quality import COLORS, classify, generate  # noqa: E402
-from shape_classifier import load_classifier  # noqa: E402
+from shape_classifier import DEFAULT_DIR, load_classifier  # noqa: E402
 
 from synthmask.prompts.types import Prompt  # noqa: E402
 from synthmask.world.shapes import DEFAULT_SHAPES  # noqa: E402
@@ -49,7 +52,7 @@ def wording_prompts(form: str, n: int) -> tuple[list[Prompt], np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pipeline", type=Path, default=Path("synthmask/assets/shapes_ldm"))
-    parser.add_argument("--classifier", type=Path, default=Path("/work/ldm_runs/classifier_robust"))
+    parser.add_argument("--classifier", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--n", type=int, default=96)
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--guidance", type=float, default=5.0)

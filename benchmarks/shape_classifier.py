@@ -1,17 +1,18 @@
 """A small CNN that names the shape of a single-object 32 px shapes-world scene.
 
-Trained once on *real* rendered scenes (plain backgrounds, one object) and cached as
-safetensors outside git; ``benchmarks/ldm_quality.py`` uses it to check that generated images
-show the prompted class.
+Trained on *real* rendered scenes (plain backgrounds, one object); ``benchmarks/ldm_quality.py``,
+``prompt_wording.py`` and ``ablation_robust_ldm.py`` use it to check that generated images show
+the prompted class. The weights (~0.4 MB of safetensors) ship in ``benchmarks/assets/
+shape_classifier/`` with ``classifier.json`` (recipe, accuracies); this command regenerates them:
 
-    python benchmarks/shape_classifier.py --out /work/ldm_runs/classifier
-    python benchmarks/shape_classifier.py --out /work/ldm_runs/classifier_robust \
-        --augment degrade --steps 2000 --vae synthmask/assets/shapes_ldm
+    python benchmarks/shape_classifier.py --vae synthmask/assets/shapes_ldm
 
-``--augment degrade`` trains on real scenes seen through random blur, down/up-sampling, colour
-jitter and noise, so that a softly rendered but clearly shaped object is still named (the mild
-default names only ~83% of the shipped VAE's own round-trips of real scenes). ``--vae`` records
-the accuracy on such round-trips in classifier.json: the instrument's ceiling for generated images.
+The default recipe, ``--augment degrade --steps 2000``, trains on real scenes seen through
+random blur, down/up-sampling, colour jitter and noise, so that a softly rendered but clearly
+shaped object is still named (the ``--augment mild`` recipe of the first fidelity figures, 800
+steps, names only ~83% of the first VAE's own round-trips of real scenes). ``--vae`` records the
+accuracy on such round-trips in classifier.json: the instrument's ceiling for generated images.
+A missing classifier is trained with the default recipe on first use (~8 CPU minutes).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from synthmask.world import SceneConfig, render_scene
 from synthmask.world.shapes import DEFAULT_SHAPES
 
 WEIGHTS = "shape_classifier.safetensors"
+# The shipped classifier (in the repository, so every clone measures with the same instrument).
+DEFAULT_DIR = Path(__file__).resolve().parent / "assets" / "shape_classifier"
+DEFAULT_STEPS = 2000
+DEFAULT_AUGMENT = "degrade"
 
 
 def single_object_config(image_size: int = 32) -> SceneConfig:
@@ -108,7 +113,11 @@ AUGMENTATIONS = {"mild": augment, "degrade": degrade}
 
 
 def train_classifier(
-    out_dir: Path, steps: int = 800, batch: int = 64, seed: int = 0, augmentation: str = "mild"
+    out_dir: Path,
+    steps: int = DEFAULT_STEPS,
+    batch: int = 64,
+    seed: int = 0,
+    augmentation: str = DEFAULT_AUGMENT,
 ) -> dict:
     """Train on fresh real scenes each step; save weights + a JSON with the held-out accuracy."""
     if augmentation not in AUGMENTATIONS:
@@ -157,8 +166,9 @@ def vae_roundtrip_accuracy(model: ShapeClassifier, pipeline_dir: Path, n: int = 
     return float((model(recon).argmax(1) == y).float().mean())
 
 
-def load_classifier(out_dir: Path, train_if_missing: bool = True) -> ShapeClassifier:
-    """The cached classifier; trained (a few CPU minutes) when its weights are missing."""
+def load_classifier(out_dir: Path = DEFAULT_DIR, train_if_missing: bool = True) -> ShapeClassifier:
+    """The classifier saved in ``out_dir`` (default: the shipped one); trained with the default
+    recipe (a few CPU minutes) when its weights are missing."""
     path = out_dir / WEIGHTS
     if not path.is_file():
         if not train_if_missing:
@@ -173,9 +183,9 @@ def load_classifier(out_dir: Path, train_if_missing: bool = True) -> ShapeClassi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("/work/ldm_runs/classifier"))
-    parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--augment", choices=list(AUGMENTATIONS), default="mild")
+    parser.add_argument("--out", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--augment", choices=list(AUGMENTATIONS), default=DEFAULT_AUGMENT)
     parser.add_argument("--vae", type=Path, help="a pipeline dir: also score its VAE round-trips")
     args = parser.parse_args()
     torch.set_num_threads(1)
