@@ -1,12 +1,12 @@
-"""Issue #5's three quality figures of the shapes-world LDM against its training CPU hours.
+"""The three quality figures of the shapes-world LDM against its training CPU hours.
 
 Reads the rows the benchmarks appended (nothing is recomputed):
 - fidelity: `results/ldm_quality.csv` (ldm_quality.py; rows with a step and CPU hours);
 - pseudo-mask mIoU per mask method: `results/pseudo_mask_quality.csv` (pseudo_mask_quality.py;
   the CPU hours of a row's ``model_step`` come from the fidelity rows of the same step);
 - downstream ratio: `results/main_job.csv` (val mIoU of `synthmask fit` runs of shapes_synth.yaml
-  variants divided by shapes_real.yaml's at the same step budget; hand-entered from their logs;
-  rows with a fine-tuned VAE decoder sit at the denoiser's CPU hours plus the decoder's).
+  variants divided by shapes_real.yaml's at the same step budget; benchmarks/main_job.py appends
+  them; rows with a fine-tuned VAE decoder sit at the denoiser's CPU hours plus the decoder's).
 
     python benchmarks/quality_curves.py --out benchmarks/results/quality_curves.png
 """
@@ -27,7 +27,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-# Tag suffix of rows measured after the VAE decoder fine-tune (session 6): same denoiser step,
+# Tag suffix of rows measured after the VAE decoder fine-tune (2026-12-04): same denoiser step,
 # more CPU hours (their ldm_quality rows carry the sum), so they are kept apart from step_hours.
 DECODER_TAG = "-decft"
 
@@ -79,8 +79,8 @@ def mask_points(
     hours: dict[int, float],
     decoder_hours: dict[int, float] | None = None,
 ) -> dict[str, list[tuple[float, float]]]:
-    """Per mask method, (CPU h, mIoU) at 15 DDIM steps (the main job's sampling until session 4),
-    or at 10 (since session 5) for a model step with no 15-step row; rows tagged DECODER_TAG at
+    """Per mask method, (CPU h, mIoU) at 15 DDIM steps (the main job's sampling until 2026-12-01),
+    or at 10 (since 2026-12-04) for a model step with no 15-step row; rows tagged DECODER_TAG at
     ``decoder_hours`` of their step."""
     decoder_hours = decoder_hours or {}
     by_steps: dict[str, dict[tuple[str, float], float]] = {"15": {}, "10": {}}
@@ -107,7 +107,7 @@ def ratio_points(job_rows: list[dict[str, str]], hours: dict[int, float]) -> dic
                 label += f", {r['augment']}"
             if r.get("ddim_steps", "15") != "15":
                 label += f", {r['ddim_steps']} DDIM steps"
-            # A fine-tuned VAE decoder (session 6) adds its CPU hours to the denoiser's.
+            # A fine-tuned VAE decoder adds its CPU hours to the denoiser's.
             extra = float(r.get("decoder_ft_cpu_hours") or 0.0)
             if extra:
                 label += ", VAE decoder fine-tuned"
@@ -125,11 +125,11 @@ def plot(out_png: Path) -> None:
     hours = step_hours(ldm_rows)
     panels = {
         "fidelity": {
-            "guidance 3, classifier of session 1": fidelity_points(ldm_rows),
-            "guidance 5, blur-robust classifier (session 3)": robust_fidelity_points(
+            "guidance 3, mild classifier": fidelity_points(ldm_rows),
+            "guidance 5, blur-robust classifier of 2026-11-25": robust_fidelity_points(
                 ldm_rows, hours, "robustclf-g5"
             ),
-            "guidance 5, blur-robust classifier (session 5; last point: decoder fine-tuned)": (
+            "guidance 5, blur-robust classifier of 2026-12-04 (last point: decoder fine-tuned)": (
                 robust_fidelity_points(ldm_rows, hours, "robustclf-s5-g5-steps25")
             ),
         },
