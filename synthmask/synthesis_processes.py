@@ -25,7 +25,12 @@ import torch
 from tqdm.auto import tqdm
 
 from synthmask.cache import SampleCache
-from synthmask.synthesis import SampleSynthesizer, SynthesisReport, synthesize_into_cache
+from synthmask.synthesis import (
+    SampleSynthesizer,
+    SynthesisReport,
+    synthesize_into_cache,
+    verify_plan,
+)
 from synthmask.synthesis_plan import SampleSpec, batched
 
 _POLL_SECONDS = 0.5
@@ -69,8 +74,8 @@ def _run_part(
     messages: mp.Queue,
     part: int,
 ) -> None:
-    """Body of one synthesis process: reports ("progress", part, n), then ("done", part, n)
-    or ("error", part, traceback)."""
+    """Body of one synthesis process: reports ("progress", part, n), then ("done", part,
+    report) or ("error", part, traceback). The parent verified the cache already."""
     torch.set_num_threads(threads)
     try:
         report = synthesize_into_cache(
@@ -82,10 +87,16 @@ def _run_part(
             shard_size=shard_size,
             progress=False,
             on_generated=lambda chunk, _records: messages.put(("progress", part, len(chunk))),
+            verify=False,
         )
-        messages.put(("done", part, report.generated))
+        messages.put(("done", part, report))
     except BaseException:  # noqa: BLE001 - the parent re-raises it with the traceback
         messages.put(("error", part, traceback.format_exc()))
+
+
+def _copy_verification(source: SynthesisReport, target: SynthesisReport) -> None:
+    for name in ("verified", "regenerated", "quarantined_shards", "verify_seconds"):
+        setattr(target, name, getattr(source, name))
 
 
 def synthesize_in_processes(
@@ -118,12 +129,19 @@ def synthesize_in_processes(
     """
     check_processes(num_processes, synthesizer.pipeline.device)
     cache.refresh()
+    checked = SynthesisReport(total=len(specs))
+    verify_plan(cache, specs, checked)  # once here, so the processes need not hash again
     missing = [spec for spec in specs if spec.key not in cache]
     parts = [part for part in split_batches(missing, batch_size, num_processes) if part]
     if len(parts) <= 1:
-        return synthesize_into_cache(
-            synthesizer, cache, specs, batch_size, writer_label, shard_size, progress, desc
-        )
+        report = synthesize_into_cache(
+            synthesizer, cache, specs, batch_size, writer_label, shard_size, progress, desc,
+            verify=False, summary=False,
+        )  # fmt: skip
+        _copy_verification(checked, report)
+        if progress:
+            tqdm.write(f"{desc}: {report.summary()}")
+        return report
     threads = threads_per_process or max(1, torch.get_num_threads() // len(parts))
     context = mp.get_context("fork" if threads == 1 and "fork" in mp.get_all_start_methods()
                              else "spawn")  # fmt: skip
@@ -149,6 +167,7 @@ def synthesize_in_processes(
         for k, part in enumerate(parts)
     ]
     report = SynthesisReport(total=len(specs), cache_hits=len(specs) - len(missing))
+    _copy_verification(checked, report)
     bar = tqdm(
         total=len(specs), initial=report.cache_hits, unit="img", disable=not progress,
         desc=f"{desc} ({len(parts)} processes x {threads} thread{'s' * (threads > 1)})",
@@ -174,6 +193,8 @@ def synthesize_in_processes(
                                 cache_hits=report.cache_hits)  # fmt: skip
             elif kind == "done":
                 finished[part] = None
+                report.by_others += payload.by_others
+                report.waited_seconds = max(report.waited_seconds, payload.waited_seconds)
             else:
                 finished[part] = payload
     finally:
@@ -183,6 +204,8 @@ def synthesize_in_processes(
                 process.terminate()
             process.join()
     report.seconds = time.perf_counter() - start
+    if progress:
+        tqdm.write(f"{desc}: {report.summary()}")
     errors = {k: text for k, text in finished.items() if text is not None}
     if errors:
         details = "\n".join(f"process {k}: {text}" for k, text in sorted(errors.items()))
