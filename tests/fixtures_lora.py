@@ -63,18 +63,7 @@ def _shapes_target_synth(tmp_path: Path) -> list[str]:
     ]
 
 
-def _shapes_vocabulary_missing() -> bool:
-    from synthmask.prompts.vocab import VOCABULARIES
-
-    return "shapes" not in VOCABULARIES
-
-
 EXPERIMENT_OVERRIDES = {
     "cityscapes_synth": _cityscapes_synth,
     "shapes_target_synth": _shapes_target_synth,
 }
-EXPERIMENT_SKIPS = (
-    {"shapes_target_synth": "vocabulary 'shapes' is not registered in synthmask.prompts.vocab"}
-    if _shapes_vocabulary_missing()
-    else {}
-)

@@ -110,18 +110,3 @@ EXPERIMENT_OVERRIDES = {
     "shapes_synth_robust": _shapes_synth,
     "shapes_synth_beco": _shapes_synth,
 }
-
-
-def _shapes_skips() -> dict[str, str]:
-    """Skip the shapes configs while the "shapes" vocabulary (issue of the world helper) is absent."""
-    from synthmask.prompts import get_vocabulary
-
-    try:
-        get_vocabulary("shapes")
-    except KeyError:
-        reason = "the 'shapes' vocabulary is not in synthmask.prompts yet"
-        return {"shapes_synth_robust": reason, "shapes_synth_beco": reason}
-    return {}
-
-
-EXPERIMENT_SKIPS = _shapes_skips()

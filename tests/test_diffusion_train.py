@@ -223,9 +223,7 @@ def test_export_loads_with_from_pretrained(vae_dir: Path, tmp_path: Path) -> Non
 
 
 def test_shipped_ldm_loads_and_samples() -> None:
-    path = shipped_ldm_path(must_exist=False)
-    if not (path / "model_index.json").is_file():
-        pytest.skip(f"no shipped LDM at {path} yet (it is exported by the training run)")
+    path = shipped_ldm_path()
     pipe = StableDiffusionPipeline.from_pretrained(str(path), torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     images = pipe(
@@ -264,9 +262,7 @@ def test_recording_processor_matches_default_attention(vae_dir: Path) -> None:
 
 def test_shipped_ldm_class_word_attention_sits_on_the_object() -> None:
     """Measured floor (model card: in/out ratio 41, IoU 0.33 vs disk 0.28 on 48 prompts)."""
-    path = shipped_ldm_path(must_exist=False)
-    if not (path / "model_index.json").is_file():
-        pytest.skip(f"no shipped LDM at {path} yet (it is exported by the training run)")
+    path = shipped_ldm_path()
     pipe = StableDiffusionPipeline.from_pretrained(str(path), torch_dtype=torch.float32)
     shapes = ["circle", "square", "triangle", "star", "cross", "ring"]
     prompts = [
