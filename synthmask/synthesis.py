@@ -338,6 +338,12 @@ def synthesize_into_cache(
     try:
         if missing:
             with cache.writer(writer_label, shard_size=shard_size) as writer:
+                # the new writer adopted (and checked sample by sample) shards of dead writers
+                adopted = [spec for spec in missing if spec.key in cache]
+                report.cache_hits += len(adopted)
+                report.verified += len(adopted)
+                bar.update(len(adopted))
+                missing = [spec for spec in missing if spec.key not in cache]
                 _generate_all(synthesizer, cache, writer, missing, batch_size, report, on_batch)
             bar.update(report.by_others)
     finally:

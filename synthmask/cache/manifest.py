@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from synthmask.cache.record import FIELD_NAMES
+from synthmask.cache.shard import record_digest
 
 MANIFEST_SUFFIX = ".jsonl"
 COMPACT_PREFIX = "compact-"
@@ -149,14 +150,15 @@ def write_manifest(directory: Path, records: Sequence[dict[str, Any]]) -> Path:
     return path
 
 
-def compact_manifest(path: Path) -> Path | None:
-    """Replace a manifest that has bad lines by a new one holding only its valid records.
+def compact_manifest(path: Path, drop: set[str] | frozenset[str] = frozenset()) -> Path | None:
+    """Replace a manifest that has bad lines by a new one holding only its valid records
+    (less those whose `record_digest` is in `drop`: valid lines found wrong about their shard).
 
     Only for manifests no live writer appends to. Readers that indexed the old file skip the
     new one's shards (already known); readers that had not read it read the new one. Returns
     the new path (None when the file is gone or has no valid record left).
     """
-    read = read_lines(path)
-    new = write_manifest(path.parent, read.records) if read.records else None
+    records = [r for r in read_lines(path).records if record_digest(r) not in drop]
+    new = write_manifest(path.parent, records) if records else None
     path.unlink(missing_ok=True)
     return new

@@ -21,11 +21,9 @@ from synthmask.cache.manifest import COMPACT_PREFIX, MANIFEST_SUFFIX, append_lin
 from synthmask.cache.shard import (
     SHARD_SUFFIX,
     ShardError,
+    check_shard,
     file_sha256,
     manifest_record,
-    read_fields,
-    read_shard_entries,
-    sample_checksum,
 )
 
 if TYPE_CHECKING:  # the store imports the writer, which imports this module
@@ -111,18 +109,19 @@ def recover_dead_writers(cache: SampleCache, own_id: str, manifest: Path) -> Rec
 
 
 def compact_dead_manifests(cache: SampleCache, live: set[str]) -> int:
-    """Rewrite the manifests with bad lines that no live writer appends to (their shards were
-    adopted above, so dropping the lines loses nothing); returns how many were rewritten."""
+    """Rewrite the manifests with bad or wrong lines that no live writer appends to (their
+    shards were adopted above, so dropping the lines loses nothing); returns the count."""
     count = 0
-    for name in sorted(cache.bad_manifest_lines):
+    for name in sorted(set(cache.bad_manifest_lines) | set(cache.wrong_records)):
         stem = name.removesuffix(MANIFEST_SUFFIX)
         if stem in live and not stem.startswith(COMPACT_PREFIX):
             continue
         path = cache.manifest_dir / name
         if path.exists():
-            compact_manifest(path)
+            compact_manifest(path, drop=cache.wrong_records.get(name, set()))
             count += 1
-        del cache.bad_manifest_lines[name]
+        cache.bad_manifest_lines.pop(name, None)
+        cache.wrong_records.pop(name, None)
     if count:
         cache.refresh()
     return count
@@ -132,14 +131,7 @@ def adopt_shard(cache: SampleCache, manifest: Path, shard: Path) -> bool:
     """A complete shard with no valid manifest line: verify every sample, then list it in
     `manifest` (True), or quarantine it (False)."""
     try:
-        writer, entries = read_shard_entries(shard)
-        fd = os.open(shard, os.O_RDONLY)
-        try:
-            for entry in entries:
-                if sample_checksum(read_fields(fd, entry.fields)) != entry.sha256:
-                    raise ShardError(f"checksum mismatch for sample {entry.key}")
-        finally:
-            os.close(fd)
+        writer, entries = check_shard(shard)
     except ShardError as err:
         cache.quarantine(shard.name, f"unlisted shard failed verification: {err}")
         return False

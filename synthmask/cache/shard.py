@@ -161,3 +161,24 @@ def manifest_record(
             for e in entries
         ],
     }
+
+
+def check_shard(path: Path) -> tuple[str, list[SampleEntry]]:
+    """Parse a shard's header and check every sample's checksum -> (writer, entries).
+
+    Raises ShardError when the shard itself is damaged (not when only a manifest line is).
+    """
+    writer, entries = read_shard_entries(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for entry in entries:
+            if sample_checksum(read_fields(fd, entry.fields)) != entry.sha256:
+                raise ShardError(f"checksum mismatch for sample {entry.key}")
+    finally:
+        os.close(fd)
+    return writer, entries
+
+
+def record_digest(record: dict) -> str:
+    """sha256 of a manifest record's canonical JSON (to recognise one record again)."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()

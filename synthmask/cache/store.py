@@ -32,8 +32,10 @@ from synthmask.cache.record import FIELD_NAMES, SampleRecord, decode_record
 from synthmask.cache.shard import (
     SampleEntry,
     ShardError,
+    check_shard,
     file_sha256,
     read_fields,
+    record_digest,
     sample_checksum,
 )
 from synthmask.cache.stats import CacheStats
@@ -89,18 +91,22 @@ class SampleCache:
         self.bad_manifest_lines: dict[str, list[tuple[int, str]]] = {}  # manifest -> lines
         self._bad_shards: set[str] = set()
         self._verified: set[str] = set()  # shards hashed against their manifest this process
+        # manifest -> digests of valid-looking records found wrong about their (sound) shard
+        self.wrong_records: dict[str, set[str]] = {}
+        self._wrong: set[str] = set()
         self._reset_index()
         self.refresh()
 
     # ----------------------------------------------------------------- index
     def _reset_index(self) -> None:
         self._row_of: dict[str, int] = {}
+        self._row_key: list[str] = []
         self._row_shard = array("i")
         self._row_offsets = array("q")  # 2 per field, FIELD_NAMES order
         self._row_sha256 = bytearray()  # 32 bytes per row
         self._shard_names: list[str] = []
         self._shard_id: dict[str, int] = {}
-        self._shard_meta: list[dict[str, Any]] = []
+        self._shard_meta: list[dict[str, Any]] = []  # bytes, sha256, manifest, digest
         self._manifest_offsets: dict[str, tuple[int, int]] = {}  # (byte, line)
         self._close_files()
 
@@ -119,7 +125,7 @@ class SampleCache:
                 for number, problem in read.bad_lines:
                     self._warn_bad_line(path, number, problem)
                 for record in read.records:
-                    self.add_shard(record)
+                    self.add_shard(record, source=path.name)
         return len(self._row_of) - before
 
     def _warn_bad_line(self, path: Path, number: int, problem: str) -> None:
@@ -137,37 +143,41 @@ class SampleCache:
             stacklevel=3,
         )
 
-    def add_shard(self, record: dict[str, Any]) -> bool:
-        """Index a finished shard from its manifest record; False if skipped.
-
-        Skipped: an invalid record, a shard already indexed or known bad, a missing file, or a
-        file whose size differs from the record's (quarantined as truncated).
+    def add_shard(self, record: dict[str, Any], source: str = "") -> bool:
+        """Index a finished shard from its manifest record (line of manifest `source`); False
+        if skipped: an invalid record or one found wrong before, a shard already indexed or
+        known bad, a missing file, or a size differing from the record's (see `drop_shard`).
         """
         if manifest_problem(record) is not None:
             return False
-        name = record["shard"]
-        if name in self._shard_id or name in self._bad_shards:
+        name, digest = record["shard"], record_digest(record)
+        if name in self._shard_id or name in self._bad_shards or digest in self._wrong:
             return False
         try:
             size = (self.shard_dir / name).stat().st_size
         except FileNotFoundError:
             return False  # quarantined or removed by another process
+        meta = {"bytes": record["bytes"], "sha256": record["sha256"], "manifest": source,
+                "digest": digest}  # fmt: skip
         if size != record["bytes"]:
-            self.quarantine(name, f"size {size} bytes, manifest says {record['bytes']} (truncated)")
+            self._drop(name, meta, f"size {size} bytes, manifest says {record['bytes']}")
             return False
         shard_id = len(self._shard_names)
         self._shard_names.append(name)
         self._shard_id[name] = shard_id
-        self._shard_meta.append({"bytes": record["bytes"], "sha256": record["sha256"]})
+        self._shard_meta.append(meta)
+        first_row = len(self._row_key)
         for sample in record["samples"]:
             key = sample["key"]
             if key in self._row_of:
                 continue  # a copy from a parallel writer; the first indexed copy wins
             self._row_of[key] = len(self._row_shard)
+            self._row_key.append(key)
             self._row_shard.append(shard_id)
             for field in FIELD_NAMES:
                 self._row_offsets.extend(sample["fields"][field])
             self._row_sha256.extend(bytes.fromhex(sample["sha256"]))
+        meta["rows"] = (first_row, len(self._row_key))
         return True
 
     def known_shards(self) -> set[str]:
@@ -226,8 +236,10 @@ class SampleCache:
             if sample_checksum(fields) != entry.sha256:
                 raise ShardError(f"checksum mismatch for sample {key}")
             record = decode_record(fields)
+            if record.meta.get("key", key) != key:  # a damaged manifest line named another key
+                raise ShardError(f"sample stored as {key} says it is {record.meta['key']}")
         except (ShardError, ValueError, OSError) as err:  # OSError: EIO, undecodable PNG
-            self.quarantine(self._shard_names[shard_id], str(err))
+            self._drop(self._shard_names[shard_id], self._shard_meta[shard_id], str(err))
             self._rebuild()
             self.stats.misses += 1
             return None
@@ -293,18 +305,55 @@ class SampleCache:
             if shard_id is None:
                 continue
             meta, path = self._shard_meta[shard_id], self.shard_dir / name
-            try:
-                ok = path.stat().st_size == meta["bytes"] and file_sha256(path) == meta["sha256"]
-            except FileNotFoundError:
-                ok = False
-            if ok:
+            problem = self._shard_problem(name, meta, path)
+            if problem is None:
                 self._verified.add(name)
             else:
                 bad.append(name)
-                self.quarantine(name, "file sha256 does not match the manifest")
+                self._drop(name, meta, problem)
         if bad:
             self._rebuild()
         return bad
+
+    def _shard_problem(self, name: str, meta: dict[str, Any], path: Path) -> str | None:
+        """Why shard `name` does not match its manifest record (None: it does)."""
+        try:
+            if path.stat().st_size != meta["bytes"] or file_sha256(path) != meta["sha256"]:
+                return "file sha256 does not match the manifest"
+        except FileNotFoundError:
+            return "the file is gone"
+        try:
+            _, entries = check_shard(path)
+        except (ShardError, OSError) as err:
+            return str(err)
+        own = {entry.key: entry for entry in entries}
+        for row in range(*meta["rows"]):
+            listed = self.entry(self._row_key[row])
+            if own.get(listed.key) != listed:
+                return f"the manifest's entry of sample {listed.key} differs from the shard's"
+        return None
+
+    def _drop(self, name: str, meta: dict[str, Any], reason: str) -> None:
+        """A shard that disagrees with its manifest record: when the shard checks out on its
+        own, only the record is wrong (skip it; the shard is re-adopted by the next writer),
+        else quarantine the shard."""
+        try:
+            check_shard(self.shard_dir / name)
+        except (ShardError, OSError):
+            self.quarantine(name, reason)
+            return
+        if meta["digest"] in self._wrong:
+            return
+        self._wrong.add(meta["digest"])
+        self.wrong_records.setdefault(meta["manifest"], set()).add(meta["digest"])
+        self.problems.append(f"{self.manifest_dir / meta['manifest']}: record of {name}: {reason}")
+        warnings.warn(
+            f"cache manifest {self.manifest_dir / meta['manifest']} has a wrong record for shard "
+            f"{name} ({reason}), but the shard itself checks out; skipping the record. The "
+            "shard is adopted again by the next writer.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def shards_of(self, keys: list[str]) -> set[str]:
         """Names of the shards holding the indexed ones among `keys`."""
