@@ -18,6 +18,13 @@ from synthmask.cli import main
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "experiments" / "shapes_synth.yaml"
 N_VAL = 64
+# Measured 2026-12-05 at this test's budget with the shipped LDM (step 46,441 + fine-tuned
+# decoder), seeds S = 0-7 (--seed_everything=S --data.init_args.seed=S, each synthesizing its
+# own 96 images), one thread under `nice -n 10` on a busy 2-core CPU: val mIoU 0.198 / 0.186 /
+# 0.185 / 0.179 / 0.195 / 0.173 / 0.180 / 0.193, mean 0.186, sd 0.009. The floor sits 3 sd below
+# the mean (0.013 below the lowest seed); this test runs seed 0 (0.198). The all-background
+# prediction scores ~0.12; the full main job 0.61 (benchmarks/RESULTS.md, "Main job").
+MIOU_FLOOR = 0.16
 
 
 def all_background_miou(val_init: dict) -> float:
@@ -35,7 +42,7 @@ def all_background_miou(val_init: dict) -> float:
 
 
 @pytest.mark.slow
-def test_main_job_with_shipped_ldm_beats_all_background(
+def test_main_job_with_shipped_ldm_reaches_the_measured_floor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -65,7 +72,7 @@ def test_main_job_with_shipped_ldm_beats_all_background(
     miou = float(cli.trainer.callback_metrics["val/mIoU"])
     assert f"final val/mIoU = {miou:.6f}" in capsys.readouterr().out
     assert 0.0 <= miou <= 1.0
-    floor = all_background_miou(config["data"]["init_args"]["val_data"]["init_args"])
-    assert 0.05 < floor < 0.2  # ~0.75 background share over 7 classes
-    assert miou > floor + 0.05, f"val mIoU {miou:.3f} is not above all-background {floor:.3f}"
+    background = all_background_miou(config["data"]["init_args"]["val_data"]["init_args"])
+    assert 0.05 < background < MIOU_FLOOR - 0.02  # ~0.75 background share over 7 classes
+    assert miou >= MIOU_FLOOR, f"val mIoU {miou:.3f} below the measured floor {MIOU_FLOOR}"
     assert any((tmp_path / "runs" / "wandb").glob("offline-run-*"))
