@@ -1,4 +1,4 @@
-"""Pseudo-mask quality of the synthesis engine on the shapes-world tiny LDM (issue #5, 5b).
+"""Pseudo-mask quality of the synthesis engine on the shapes-world tiny LDM.
 
 N single-object prompts "a {colour} {shape} on a plain background" (fixed seeds) are generated
 ONCE with attention capture (cross-attention at every resolution, self-attention at the

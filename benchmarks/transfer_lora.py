@@ -1,4 +1,4 @@
-"""Measured domain transfer with LoRA (METHOD.md Technique 3; issue #7 item 6) on the shapes world.
+"""Measured domain transfer with LoRA (METHOD.md Technique 3) on the shapes world.
 
 The shipped shapes LDM only saw *source*-domain scenes. On the *target* domain's real val split
 (rendered scenes with exact masks), compare segmenters trained on synthesis from

@@ -1,4 +1,4 @@
-"""Reliability-based pruning of a synthetic training set (issue #6): the samples whose pseudo-masks
+"""Reliability-based pruning of a synthetic training set: the samples whose pseudo-masks
 are least reliable are left out of the training loader (see synthmask.training.pruning)."""
 
 from __future__ import annotations

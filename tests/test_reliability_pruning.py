@@ -1,4 +1,4 @@
-"""Robust training, data side (issue #6): per-sample reliability statistics and pruning (also
+"""Robust training, data side: per-sample reliability statistics and pruning (also
 wired into SyntheticSegDataModule), and the W&B reliability media callback."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Robust training (issue #6): reliability modes, BECO pieces, augmentation, CoTrainingModule.
+"""Robust training (METHOD.md Technique 1): reliability modes, BECO pieces, augmentation, CoTrainingModule.
 
 Per-sample statistics, pruning and the reliability media callback: test_reliability_pruning.py.
 """
