@@ -89,7 +89,7 @@ def repair(root: Path) -> int:
     cache = _open(root, repair=True)
     bad = cache.verify()
     with cache.writer("repair", shard_size=1) as writer:
-        done = writer.recover()
+        done = writer.recovered  # a new writer cleans up on start
     cache.refresh()
     print(
         f"{root}: {len(cache)} samples; quarantined {len(bad) + done.shards_quarantined} "

@@ -93,7 +93,7 @@ class CacheWriter:
         self.written = 0
         self.dropped = 0  # buffered keys another writer committed first
         self._stranded: set[str] = set()  # keys of a shard whose manifest line failed
-        self.recover()
+        self.recovered = self.recover()  # what this writer cleaned up on start
 
     def _acquire_unique_lock(self, label: str) -> tuple[str, int]:
         while True:
