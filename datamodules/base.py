@@ -34,7 +34,9 @@ def require_root(root: str | Path, module_name: str, layout_hint: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(
             f"{module_name}: data root {str(path)!r} does not exist or is not a directory. "
-            f"Fix: set `data.init_args.root` to the folder that holds the data set ({layout_hint})."
+            f"Fix: set its `root` to the folder that holds the data set ({layout_hint}): "
+            "`--data.init_args.root=...`, or `--data.init_args.val_data.init_args.root=...` for "
+            "the validation data of a synthetic data module."
         )
     return path
 

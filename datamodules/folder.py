@@ -44,6 +44,14 @@ def read_class_names(path: Path) -> list[str]:
             f"{path} has empty line(s) {blank} among the class names; line i+1 names class id i, "
             "so a blank line would shift the ids. Fix: remove the blank lines or name the class."
         )
+    first: dict[str, int] = {}
+    for number, name in enumerate(lines, start=1):
+        if name in first:
+            raise ValueError(
+                f"{path} names class {name!r} twice (lines {first[name]} and {number}); every "
+                "class id needs its own name. Fix: rename or remove one of them."
+            )
+        first[name] = number
     return lines
 
 

@@ -41,7 +41,8 @@ from synthmask.datamodules.synthetic_dataset import (
 from synthmask.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, build_train_transform
 from synthmask.diffusion.capture import CaptureConfig
 from synthmask.diffusion.pipeline import PipelineConfig, resolve_local_dir
-from synthmask.masks import MaskConfig
+from synthmask.diffusion.resolutions import attention_geometry
+from synthmask.masks import Attn2MaskConfig, MaskConfig, MaskMethodConfig
 from synthmask.prompts import get_vocabulary
 from synthmask.prompts.scene_config import ScenePromptConfig
 from synthmask.synthesis import SampleSynthesizer, SynthesisReport
@@ -69,8 +70,13 @@ class SyntheticSegDataModule(LightningDataModule):
         categories: category list for the ImageNet-S vocabularies (file, folder or wnids).
         prompts: prompt recipe: `PromptConfig` (templates, augmentation, classes, multi-class,
             texts) or `ScenePromptConfig` (multi-class street / shapes scenes).
-        mask: pseudo-mask method and reliability rule (`MaskConfig`).
-        capture: attention capture (`CaptureConfig`: step window, resolutions, self-attention).
+        mask: pseudo-mask method and reliability rule: one of `synthmask.masks`'
+            `Attn2MaskConfig` (default), `ThresholdMaskConfig`, `SelfRefineMaskConfig`, chosen by
+            class_path (one override switches: `--data.init_args.mask=ThresholdMaskConfig`).
+            What the method needs captured (self-attention and its side) is added to `capture`
+            at the sides the pipeline's UNet has at the sampling size.
+        capture: attention capture (`CaptureConfig`: step window, cross-attention sides); only
+            needed to narrow the step window or the sides, never for a mask method's needs.
         num_images: size of the synthetic training set.
         synthesis_batch_size: diffusion batch size.
         synthesis_processes: ahead-of-time synthesis on a CPU in this many processes, each with
@@ -101,12 +107,12 @@ class SyntheticSegDataModule(LightningDataModule):
         vocabulary: str = "voc",
         categories: str | list[str] | None = None,
         prompts: PromptConfig | ScenePromptConfig | None = None,
-        mask: MaskConfig | None = None,
+        mask: MaskMethodConfig | None = None,
         capture: CaptureConfig | None = None,
         num_images: int = 2000,
         synthesis_batch_size: int = 8,
         synthesis_processes: int = 1,
-        cache_dir: str = "synthmask_cache",
+        cache_dir: str | Path = "synthmask_cache",
         mode: str = "ahead",
         seed: int = 0,
         val_data: LightningDataModule | None = None,
@@ -137,13 +143,22 @@ class SyntheticSegDataModule(LightningDataModule):
             if value < 1:
                 raise ValueError(f"{name}={value}; it must be at least 1.")
         resolve_local_dir(pipeline.model)  # a missing / non-pipeline local dir fails here
+        if not str(cache_dir).strip():
+            raise ValueError(
+                "cache_dir is empty; give the folder of the sample cache, e.g. "
+                "`--data.init_args.cache_dir=synthmask_cache` (the default)."
+            )
+        if isinstance(mask, MaskConfig):  # Python callers may pass the engine's MaskConfig
+            mask = MaskMethodConfig.from_mask_config(mask)
+        self.mask_method = mask if mask is not None else Attn2MaskConfig()
+        capture_settings, mask_settings = self.mask_method.resolve(
+            capture or CaptureConfig(), attention_geometry(pipeline)
+        )
         self.vocabulary = get_vocabulary(vocabulary, categories)
         self.labels = LabelSpace.from_vocabulary(self.vocabulary)
         self.prompt_config = prompts or PromptConfig()
         self.prompt_config.prompts(self.vocabulary, 1, seed)  # unknown classes/templates fail now
-        self.synthesizer = SampleSynthesizer(
-            pipeline, self.labels, capture or CaptureConfig(), mask or MaskConfig()
-        )
+        self.synthesizer = SampleSynthesizer(pipeline, self.labels, capture_settings, mask_settings)
         self.num_images = num_images
         self.synthesis_batch_size = synthesis_batch_size
         check_processes(synthesis_processes, pipeline.device)

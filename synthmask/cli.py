@@ -1,26 +1,50 @@
-"""``synthmask`` command line: LightningCLI (fit/validate/test/predict) plus ``synthesize``.
+"""``synthmask`` command line: LightningCLI (fit/validate/test/predict) plus ``synthesize`` and
+``export``, which build only the config's data module (no network, no validation set).
 
     synthmask fit --config experiments/folder_example.yaml --data.init_args.root=/path/to/set
     synthmask synthesize --config experiments/<synthetic>.yaml
+    synthmask export --config experiments/<synthetic>.yaml --format voc --output DIR
 
 ``data.num_classes`` and ``data.class_names`` are linked into ``model.init_args`` at instantiation
 (a link whose source or target does not exist is skipped, so modules / data modules without class
 counts work too). The segmentation net's config leaves ``num_classes`` out: SegmentationModule
 builds the net from it with its own ``num_classes``, so a config states the count once, in the data.
+
+User errors (bad values, missing or corrupt files) print one message and exit with status 1;
+``--debug`` or ``SYNTHMASK_DEBUG=1`` shows the full traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.model_helpers import is_overridden
+
+from synthmask.cli_errors import run_with_user_errors
 
 SYNTHESIZE = "synthesize"
+EXPORT = "export"
+DATA_COMMANDS: dict[str, str] = {
+    SYNTHESIZE: "Fill the sample cache of a synthetic data module (resumable; shard it with "
+    "torchrun). Builds only the data module: no network, no validation set.",
+    EXPORT: "Write the cached samples of a config as a VOC-layout or image/mask folder data set "
+    "(--format voc|folder --output DIR; resumable).",
+}
+"""Commands that run on the config's data module alone (listed by ``synthmask --help``)."""
+EXTRA_COMMANDS: dict[str, str] = dict(DATA_COMMANDS)
+"""Every command besides LightningCLI's, name -> one-line help (``synthmask --help`` lists them)."""
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
@@ -33,6 +57,21 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
         for logger in trainer.loggers:
             if isinstance(logger, Logger):
                 logger.log_hyperparams({"cli": config})
+
+
+def check_checkpoint_file(path: str | Path) -> None:
+    """Raise a clear error unless ``path`` is a checkpoint written by ``torch.save``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--ckpt_path {path} does not exist; give a .ckpt file written by a run "
+            "(e.g. runs/<name>/checkpoints/last.ckpt)."
+        )
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"--ckpt_path {path} is not a PyTorch Lightning checkpoint (not a torch.save zip "
+            "archive; the file is corrupt or of another kind). Give a .ckpt file written by a run."
+        )
 
 
 class SynthmaskCLI(LightningCLI):
@@ -51,6 +90,13 @@ class SynthmaskCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         super().__init__(*args, **kwargs)
 
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        super()._add_subcommands(parser, **kwargs)
+        # Listed for `synthmask --help` only: main() runs these before LightningCLI parses.
+        for name, help_text in EXTRA_COMMANDS.items():
+            stub = LightningArgumentParser(description=help_text)
+            parser._subcommands_action.add_subcommand(name, stub, help=help_text)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments(
             "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
@@ -59,18 +105,40 @@ class SynthmaskCLI(LightningCLI):
             "data.class_names", "model.init_args.class_names", apply_on="instantiate"
         )
 
+    def _parse_ckpt_path(self) -> None:
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+            check_checkpoint_file(ckpt_path)
+            try:
+                super()._parse_ckpt_path()
+            except (RuntimeError, ValueError, IndexError, KeyError, EOFError) as err:
+                raise ValueError(
+                    f"--ckpt_path {ckpt_path} could not be read as a checkpoint ({err}); give a "
+                    ".ckpt file written by a run."
+                ) from err
+            return
+        super()._parse_ckpt_path()
+
+    def before_fit(self) -> None:
+        bar = self.trainer.progress_bar_callback
+        if isinstance(bar, RichProgressBar) and self.trainer.max_epochs == -1:
+            # Step-limited runs (max_epochs: -1): "Epoch 3", not "Epoch 3/-2".
+            bar._get_train_description = lambda epoch: f"Epoch {epoch}"  # type: ignore[method-assign]
+
     def after_fit(self) -> None:
-        self._print_metric("val/mIoU", "final ")
+        self._print_metric("val/mIoU", "final ", "validation_step")
 
     def after_validate(self) -> None:
-        self._print_metric("val/mIoU")
+        self._print_metric("val/mIoU", "", "validation_step")
 
     def after_test(self) -> None:
-        self._print_metric("test/mIoU")
+        self._print_metric("test/mIoU", "", "test_step")
 
-    def _print_metric(self, name: str, prefix: str = "") -> None:
-        """Print the metric on global rank zero (a plain line for users and scripts)."""
-        if not self.trainer.is_global_zero:
+    def _print_metric(self, name: str, prefix: str, step: str) -> None:
+        """Print the metric on global rank zero (a plain line for users and scripts); modules
+        without that evaluation step (e.g. a LoRA fine-tune) print nothing."""
+        if not self.trainer.is_global_zero or not is_overridden(step, self.model):
             return
         value = self.trainer.callback_metrics.get(name)
         if value is None:
@@ -79,51 +147,175 @@ class SynthmaskCLI(LightningCLI):
             print(f"synthmask: {prefix}{name} = {float(value):.6f}")
 
 
+def _requested_devices(trainer: dict[str, Any]) -> int:
+    """Number of processes `fit` would start for these trainer settings (one node)."""
+    devices = trainer.get("devices", "auto")
+    accelerator = str(trainer.get("accelerator") or "auto")
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    text = str(devices).strip()
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()])
+    if text in ("auto", "-1"):
+        gpus = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 0
+        return max(1, gpus)
+    try:
+        return max(1, int(text))
+    except ValueError:
+        return 1
+
+
+def check_one_process(trainer: dict[str, Any], args: Sequence[str]) -> None:
+    """Refuse multi-process trainer settings outside torchrun (they would be ignored)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return  # under torchrun every rank synthesizes its own share
+    count = _requested_devices(trainer)
+    nodes = int(trainer.get("num_nodes") or 1)
+    strategy = str(trainer.get("strategy") or "auto")
+    multi = any(name in strategy for name in ("ddp", "fsdp", "deepspeed"))
+    if count > 1 or nodes > 1 or multi:
+        kept = [a for a in args if not a.startswith("--trainer.")]
+        raise ValueError(
+            f"`synthmask synthesize` runs in the one process it is started in; it does not start "
+            f"ranks for trainer settings devices={trainer.get('devices')!r}, strategy={strategy!r}"
+            f", num_nodes={nodes}. To shard synthesis over {max(count, 2)} processes run:\n"
+            f"  torchrun --nproc_per_node={max(count, 2)} -m synthmask synthesize {' '.join(kept)}"
+            "\n(each rank fills its share of the plan), or pass --trainer.devices=1 "
+            "--trainer.strategy=auto for one process."
+        )
+
+
 class _DataOnlyCLI(SynthmaskCLI):
-    """Parses a full experiment config but instantiates only its data module (for synthesis):
-    no network is built and no pretrained weights are fetched."""
+    """Parses a full experiment config but instantiates only its data module, without its
+    validation data (``val_data``): no network is built and no pretrained weights are fetched."""
+
+    command = SYNTHESIZE
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        if self.command == EXPORT:
+            parser.add_argument(
+                "--format", type=str, required=True, help="Layout: voc | folder (see README)."
+            )
+            parser.add_argument("--output", type=str, required=True, help="Export folder.")
 
     def instantiate_classes(self) -> None:
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        if self.command == SYNTHESIZE:
+            check_one_process(dumped.get("trainer") or {}, sys.argv[1:])
+        data = dumped["data"]
+        if isinstance(data.get("init_args"), dict) and "val_data" in data["init_args"]:
+            data["init_args"]["val_data"] = None  # synthesis and export never validate
         parser = LightningArgumentParser(exit_on_error=False)
         parser.add_lightning_class_args(
             LightningDataModule, "data", subclass_mode=True, required=True
         )
-        dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
-        config = parser.parse_object({"data": dumped["data"]})
+        config = parser.parse_object({"data": data})
         self.datamodule = parser.instantiate_classes(config).data
         self.model = None
         self.trainer = None
 
 
-def synthesize(args: Sequence[str]) -> LightningDataModule:
-    """Instantiate the config's data module and fill its cache via ``datamodule.synthesize()``."""
-    cli = _DataOnlyCLI(run=False, args=list(args))
+@contextlib.contextmanager
+def _argv(argv: list[str]) -> Iterator[None]:
+    """Run a CLI on ``argv`` as if typed (LightningCLI warns when given both args and argv)."""
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _data_cli(command: str, args: Sequence[str], raise_parse_errors: bool = False) -> _DataOnlyCLI:
+    cli_class = type(f"_{command.title()}CLI", (_DataOnlyCLI,), {"command": command})
+    kwargs: dict[str, Any] = {"prog": f"synthmask {command}"}
+    kwargs["description"] = DATA_COMMANDS[command]
+    if raise_parse_errors:
+        kwargs["exit_on_error"] = False
+    with _argv([f"synthmask {command}", *args]):
+        return cli_class(run=False, parser_kwargs=kwargs)
+
+
+def _synthetic_datamodule(cli: _DataOnlyCLI, command: str) -> LightningDataModule:
     datamodule = cli.datamodule
-    synthesize_fn = getattr(datamodule, "synthesize", None)
-    if not callable(synthesize_fn):
+    if not callable(getattr(datamodule, "synthesize", None)):
         raise ValueError(
-            f"{type(datamodule).__name__} has no synthesize() method; `synthmask synthesize` needs "
+            f"{type(datamodule).__name__} has no synthesize() method; `synthmask {command}` needs "
             "a synthetic data module (e.g. synthmask.datamodules.synthetic.SyntheticSegDataModule)"
         )
-    synthesize_fn()
     return datamodule
 
 
-def main(args: Sequence[str] | None = None) -> SynthmaskCLI | LightningDataModule:
-    """Entry point of the ``synthmask`` console script and ``python -m synthmask``."""
+def synthesize(args: Sequence[str], raise_parse_errors: bool = False) -> LightningDataModule:
+    """Instantiate the config's data module and fill its cache via ``datamodule.synthesize()``."""
+    cli = _data_cli(SYNTHESIZE, args, raise_parse_errors)
+    datamodule = _synthetic_datamodule(cli, SYNTHESIZE)
+    datamodule.synthesize()  # prints its own summary line
+    return datamodule
+
+
+def export(args: Sequence[str], raise_parse_errors: bool = False) -> Any:
+    """Write the cache filled by the same config to ``--output`` in ``--format``."""
+    from synthmask.cache import SampleCache
+    from synthmask.export import FORMATS, export_cache
+
+    cli = _data_cli(EXPORT, args, raise_parse_errors)
+    fmt, output = cli.config["format"], cli.config["output"]
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r} is not supported; use one of {list(FORMATS)}.")
+    datamodule = _synthetic_datamodule(cli, EXPORT)
+    cache_dir = Path(datamodule.cache_dir)
+    if not cache_dir.is_dir():
+        raise FileNotFoundError(
+            f"cache_dir {cache_dir} does not exist: fill it first with `synthmask synthesize` "
+            "and the same --config and overrides."
+        )
+    items = [(f"synth_{spec.index:06d}", spec.key) for spec in datamodule.plan()]
+    report = export_cache(
+        SampleCache(cache_dir, create=False),
+        items,
+        datamodule.class_names,
+        output,
+        fmt,
+        source=datamodule.synthesizer.fingerprint(),
+    )
+    print(
+        f"synthmask: exported {len(items)} samples ({report.written} written, {report.skipped} "
+        f"already there) to {report.root}"
+    )
+    return report
+
+
+def main(args: Sequence[str] | None = None, raise_parse_errors: bool = False) -> Any:
+    """Entry point of the ``synthmask`` console script and ``python -m synthmask``.
+
+    ``raise_parse_errors``: parser errors raise (for the console script's one-screen message)
+    instead of printing usage and exiting with status 2.
+    """
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == SYNTHESIZE:
-        return synthesize(argv[1:])
-    return SynthmaskCLI(args=args)
+        return synthesize(argv[1:], raise_parse_errors)
+    if argv and argv[0] == EXPORT:
+        return export(argv[1:], raise_parse_errors)
+    if argv and argv[0] == "cache":  # synthmask cache verify|repair|stats DIR
+        from synthmask.cache.commands import main as cache_main
+
+        raise SystemExit(cache_main(argv[1:]))
+    kwargs = {"parser_kwargs": {"exit_on_error": False}} if raise_parse_errors else {}
+    return SynthmaskCLI(args=args, **kwargs)
 
 
 def console_main() -> None:
-    """The ``synthmask`` console script: run :func:`main` and exit with status 0 on success.
+    """The ``synthmask`` console script: run :func:`main`, exit 0 on success and 1 with a
+    one-screen message on a user error (``--debug`` / ``SYNTHMASK_DEBUG=1``: full traceback).
 
     ``main`` returns the CLI object (handy in Python); a console script must not return it, or
     ``sys.exit`` prints it and exits with status 1.
     """
-    main()
+    debug = "--debug" in sys.argv[1:]
+    sys.argv = [a for a in sys.argv if a != "--debug"]
+    run_with_user_errors(lambda: main(raise_parse_errors=True), debug=debug)
 
 
 if __name__ == "__main__":

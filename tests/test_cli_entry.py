@@ -19,7 +19,7 @@ def test_console_main_exits_zero_although_main_returns_the_cli_object() -> None:
     code = (
         "import sys\n"
         "from synthmask import cli\n"
-        "cli.main = lambda: object()\n"
+        "cli.main = lambda **kwargs: object()\n"
         "sys.exit(cli.console_main())\n"
     )
     ok = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

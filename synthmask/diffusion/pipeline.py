@@ -73,6 +73,24 @@ class PipelineConfig:
     lora_scale: float = 1.0
     safety_checker: bool = False
 
+    def __post_init__(self) -> None:
+        if not str(self.model).strip():
+            raise ValueError(
+                "pipeline.model is empty; give a hub id, a local pipeline directory or "
+                f"{SHIPPED_MODEL_ALIAS!r}."
+            )
+        if self.guidance_scale < 0:
+            raise ValueError(
+                f"guidance_scale={self.guidance_scale}; it must be >= 0 (1 or less samples "
+                "without classifier-free guidance, Stable Diffusion's default is 7.5)."
+            )
+        if self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps={self.num_inference_steps}; use at least 1.")
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if value is not None and value < 8:
+                raise ValueError(f"{name}={value}; give an image size in pixels (or null).")
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -199,8 +217,16 @@ def _fuse_lora(pipe: DiffusionPipeline, cfg: PipelineConfig) -> None:
     """
     from synthmask.diffusion.lora import load_lora, resolve_lora_weights
 
-    resolve_lora_weights(Path(cfg.lora_path).expanduser())  # clear error when absent
-    load_lora(pipe, Path(cfg.lora_path).expanduser(), scale=cfg.lora_scale)
+    path = Path(cfg.lora_path).expanduser()
+    weights = resolve_lora_weights(path)  # clear error when absent
+    try:
+        load_lora(pipe, path, scale=cfg.lora_scale)
+    except Exception as err:  # safetensors' SafetensorError derives from Exception only
+        raise ValueError(
+            f"could not load the LoRA weights {weights} ({type(err).__name__}: {err}); the file "
+            "is corrupt or not a LoRA for this model. Give the file or folder written by "
+            "`save_lora_weights` (the LoRA fine-tune's output), or fix `lora_path`."
+        ) from err
     pipe.fuse_lora(lora_scale=1.0)  # the scale is already set on the adapter layers
     pipe.unload_lora_weights()  # keeps the fused weights, removes the adapter modules
 

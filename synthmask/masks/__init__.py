@@ -2,6 +2,13 @@
 reliability maps and optional dense-CRF refinement. Pure torch."""
 
 from synthmask.masks.attn2mask import Attn2Mask, attn2mask_from_heatmaps
+from synthmask.masks.choices import (
+    MASK_METHOD_CONFIGS,
+    Attn2MaskConfig,
+    MaskMethodConfig,
+    SelfRefineMaskConfig,
+    ThresholdMaskConfig,
+)
 from synthmask.masks.config import MASK_METHODS, MaskConfig, build_mask_method, pseudo_masks
 from synthmask.masks.crf import DenseCRFParams, crf_refine, dense_crf_probs
 from synthmask.masks.heatmaps import class_heatmaps
@@ -13,6 +20,11 @@ from synthmask.masks.types import IGNORE_INDEX, PseudoMask
 __all__ = [
     "IGNORE_INDEX",
     "MASK_METHODS",
+    "MASK_METHOD_CONFIGS",
+    "Attn2MaskConfig",
+    "MaskMethodConfig",
+    "SelfRefineMaskConfig",
+    "ThresholdMaskConfig",
     "Attn2Mask",
     "DenseCRFParams",
     "MaskConfig",
