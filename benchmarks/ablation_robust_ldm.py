@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from synthmask.cache import SampleRecord
+from synthmask.ldm import ldm_training_step
 from synthmask.world.config import DEFAULT_SHAPES
-from synthmask.world.ldm import ldm_training_step
 
 HERE = Path(__file__).resolve().parent
 IMAGENET_MEAN = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)

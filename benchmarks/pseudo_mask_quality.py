@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthmask.ldm import ldm_training_step
 from synthmask.masks import IGNORE_INDEX, MaskConfig, pseudo_masks
 from synthmask.models.metrics import per_class_iou
-from synthmask.world.ldm import ldm_training_step
 from synthmask.world.shapes import DEFAULT_SHAPES
 
 # Generation helpers (diffusers, the classifier) are imported where used, so that importing

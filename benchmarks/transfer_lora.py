@@ -81,7 +81,7 @@ LDM_DIR: str | None = None  # --ldm; None = the shipped shapes LDM
 def _ldm_dir() -> str:
     if LDM_DIR is not None:
         return LDM_DIR
-    from synthmask.world.ldm import shipped_ldm_path
+    from synthmask.ldm import shipped_ldm_path
 
     return str(shipped_ldm_path())
 

@@ -37,9 +37,8 @@ from transformers import CLIPTextModel
 
 from synthmask.diffusion.tokenizer import build_clip_tokenizer
 from synthmask.diffusion.tokens import class_token_positions
-from synthmask.prompts.types import Prompt
-from synthmask.world.ldm_attention_loss import install_recording, localization_loss
-from synthmask.world.ldm_recipe import (
+from synthmask.ldm.attention_loss import install_recording, localization_loss
+from synthmask.ldm.recipe import (
     assemble_pipeline,
     build_shapes_text_encoder,
     build_shapes_unet,
@@ -50,7 +49,8 @@ from synthmask.world.ldm_recipe import (
     min_snr_weights,
     train_scheduler,
 )
-from synthmask.world.ldm_samples import DEFAULT_SAMPLE_PROMPTS, log_sample_grid
+from synthmask.ldm.samples import DEFAULT_SAMPLE_PROMPTS, log_sample_grid
+from synthmask.prompts.types import Prompt
 
 STAGES = ("vae", "ldm")
 VAE_TRAIN_PARTS = ("all", "decoder")
@@ -78,7 +78,7 @@ class DiffusionTrainModule(LightningModule):
         min_snr_gamma: min-SNR-gamma (None = uniform weights).
         ema_decay: maximum EMA decay (warm-up schedule, see ``ema_decay_at``).
         attention_loss_weight: weight of the optional class-word localization loss
-            (``synthmask.world.ldm_attention_loss``; needs batches with "prompt" and "mask").
+            (``synthmask.ldm.attention_loss``; needs batches with "prompt" and "mask").
         sample_every_n_steps: log a sample grid (EMA weights) every n optimizer steps (0 = off).
         sample_prompts: prompts of the grid (default: one per class + two-object prompts).
         export_dir: VAE stage: where the trained VAE is saved at the end of fit.

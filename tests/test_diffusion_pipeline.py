@@ -205,8 +205,8 @@ def test_sdxl_dir_loads_xl_pipeline_and_captures(tmp_path: Path) -> None:
 
 
 def test_shipped_alias_resolves_to_package_asset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from synthmask import ldm
     from synthmask.diffusion.pipeline import SHIPPED_MODEL_ALIAS, resolve_local_dir
-    from synthmask.world import ldm
 
     monkeypatch.chdir("/")  # the alias must not depend on the working directory
     if not (ldm.SHIPPED_LDM_DIR / "model_index.json").is_file():

@@ -19,11 +19,11 @@ from synthmask.datamodules.shapes_captions import ShapesCaptionDataModule
 from synthmask.diffusion.capture import CaptureConfig
 from synthmask.diffusion.sampling import generate_with_attention
 from synthmask.diffusion.tokens import class_token_positions
+from synthmask.ldm import shipped_ldm_path
+from synthmask.ldm.attention_loss import install_recording, localization_loss
+from synthmask.ldm.recipe import build_shapes_vae, min_snr_weights, train_scheduler
 from synthmask.lightning_modules.diffusion_train import DiffusionTrainModule, export_pipeline
 from synthmask.prompts.types import Prompt
-from synthmask.world.ldm import shipped_ldm_path
-from synthmask.world.ldm_attention_loss import install_recording, localization_loss
-from synthmask.world.ldm_recipe import build_shapes_vae, min_snr_weights, train_scheduler
 
 TINY = {
     "image_size": 16,
@@ -290,7 +290,7 @@ def test_shipped_ldm_class_word_attention_sits_on_the_object() -> None:
 
 
 def test_ldm_training_step_read_from_the_model_card(tmp_path: Path) -> None:
-    from synthmask.world.ldm import ldm_training_step
+    from synthmask.ldm import ldm_training_step
 
     (tmp_path / "MODEL_CARD.md").write_text("3. Steps: 16,501 optimizer steps (132k images).\n")
     assert ldm_training_step(tmp_path) == 16501

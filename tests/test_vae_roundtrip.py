@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from synthmask.diffusion.vae_roundtrip import vae_roundtrip
-from synthmask.world.ldm_recipe import build_shapes_vae
+from synthmask.ldm.recipe import build_shapes_vae
 
 # The shipped VAE after its decoder fine-tune: 29.7 dB on 600 such scenes (the first decoder: 23.5).
 PSNR_FLOOR = 28.0
@@ -36,8 +36,8 @@ def test_shipped_vae_reconstructs_real_scenes() -> None:
     import numpy as np
     from diffusers import AutoencoderKL
 
+    from synthmask.ldm import shipped_ldm_path
     from synthmask.world import SceneConfig, render_scene
-    from synthmask.world.ldm import shipped_ldm_path
 
     torch.set_num_threads(1)
     vae = AutoencoderKL.from_pretrained(str(shipped_ldm_path() / "vae")).float()

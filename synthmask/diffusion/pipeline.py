@@ -129,7 +129,7 @@ def resolve_local_dir(model: str) -> Path | None:
     a diffusers pipeline (no ``model_index.json``).
     """
     if model == SHIPPED_MODEL_ALIAS:
-        from synthmask.world.ldm import shipped_ldm_path
+        from synthmask.diffusion.shipped import shipped_ldm_path
 
         return shipped_ldm_path()
     path = Path(model).expanduser()

@@ -1,7 +1,12 @@
-"""The tiny shapes-world LDM shipped inside the package (a StableDiffusionPipeline directory).
+"""Where the tiny shapes-world LDM shipped inside the package lives (a StableDiffusionPipeline
+directory), and what its model card states.
+
+It sits in ``synthmask.diffusion`` because the pipeline loader resolves the shipped model's alias
+(``"synthmask:shapes-ldm"``) here; the LDM's own package ``synthmask.ldm`` (recipe, training
+losses, samples) builds on ``synthmask.diffusion`` and re-exports these names.
 
     from diffusers import StableDiffusionPipeline
-    from synthmask.world.ldm import shipped_ldm_path
+    from synthmask.ldm import shipped_ldm_path
     pipe = StableDiffusionPipeline.from_pretrained(shipped_ldm_path())
 
 It loads through the same ``from_pretrained`` path as Stable Diffusion (and as
