@@ -43,7 +43,7 @@ from synthmask.diffusion.capture import (  # noqa: E402
 from synthmask.diffusion.pipeline import PipelineConfig, load_pipeline  # noqa: E402
 from synthmask.diffusion.sampling import generate_with_attention, initial_latents  # noqa: E402
 from synthmask.diffusion.tiny import build_tiny_pipeline  # noqa: E402
-from synthmask.prompts.types import Prompt  # noqa: E402
+from synthmask.prompt_types import Prompt  # noqa: E402
 
 PROMPTS = [
     Prompt.from_text_and_words("a photograph of a dog on the grass", [("dog", 1)]),

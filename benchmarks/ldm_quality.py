@@ -41,7 +41,7 @@ from synthmask.diffusion.capture import CaptureConfig  # noqa: E402
 from synthmask.diffusion.sampling import generate_with_attention  # noqa: E402
 from synthmask.diffusion.tokens import class_token_positions  # noqa: E402
 from synthmask.masks.heatmaps import class_heatmaps  # noqa: E402
-from synthmask.prompts.types import ClassWord, Prompt  # noqa: E402
+from synthmask.prompt_types import ClassWord, Prompt  # noqa: E402
 from synthmask.world.shapes import DEFAULT_SHAPES  # noqa: E402
 
 COLORS = ("red", "green", "blue", "yellow", "orange", "purple", "cyan", "pink")

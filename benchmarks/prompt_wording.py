@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ldm_quality import COLORS, classify, generate  # noqa: E402
 from shape_classifier import DEFAULT_DIR, load_classifier  # noqa: E402
 
-from synthmask.prompts.types import Prompt  # noqa: E402
+from synthmask.prompt_types import Prompt  # noqa: E402
 from synthmask.world.shapes import DEFAULT_SHAPES  # noqa: E402
 
 WORDINGS = {

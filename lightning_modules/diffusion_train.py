@@ -50,7 +50,7 @@ from synthmask.ldm.recipe import (
     train_scheduler,
 )
 from synthmask.ldm.samples import DEFAULT_SAMPLE_PROMPTS, log_sample_grid
-from synthmask.prompts.types import Prompt
+from synthmask.prompt_types import Prompt
 
 STAGES = ("vae", "ldm")
 VAE_TRAIN_PARTS = ("all", "decoder")

@@ -17,10 +17,10 @@ import numpy as np
 
 from synthmask.cache import canonical_json, sample_key
 from synthmask.masks import IGNORE_INDEX
+from synthmask.prompt_types import Prompt
 from synthmask.prompts import TEMPLATE_SETS, PromptGenerator, Vocabulary, parse_prompt
 from synthmask.prompts.augment import WordNetAugmenter
 from synthmask.prompts.templates import CONTEXTS
-from synthmask.prompts.types import Prompt
 
 PLACEHOLDER_NAME = "<unused: 255 = ignore>"
 

@@ -25,7 +25,7 @@ from synthmask.cache import (
     canonical_json,
     sample_key,
 )
-from synthmask.prompts.types import Prompt
+from synthmask.prompt_types import Prompt
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTS_DIR = Path(__file__).resolve().parent

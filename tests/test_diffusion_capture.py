@@ -21,7 +21,7 @@ from synthmask.diffusion.capture import (
     restore_processors,
 )
 from synthmask.diffusion.sampling import generate_with_attention, initial_latents
-from synthmask.prompts.types import Prompt
+from synthmask.prompt_types import Prompt
 
 DOG = Prompt.from_text_and_words("a photo of a dog", [("dog", 1)])
 CAT = Prompt.from_text_and_words("a cat on a sofa", [("cat", 2)])

@@ -27,7 +27,7 @@ from synthmask.diffusion.pipeline import PipelineConfig, load_pipeline, pipeline
 from synthmask.diffusion.sampling import generate_with_attention, initial_latents
 from synthmask.diffusion.tiny import build_tiny_pipeline, tiny_vae
 from synthmask.diffusion.tokenizer import build_clip_tokenizer
-from synthmask.prompts.types import Prompt
+from synthmask.prompt_types import Prompt
 
 
 @pytest.fixture(autouse=True)

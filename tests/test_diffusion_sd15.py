@@ -18,7 +18,7 @@ from synthmask.diffusion import sampling
 from synthmask.diffusion.capture import AttentionStore, CaptureConfig
 from synthmask.diffusion.tiny import tiny_vae
 from synthmask.diffusion.tokens import class_token_positions
-from synthmask.prompts.types import Prompt
+from synthmask.prompt_types import Prompt
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from transformers import CLIPTokenizer
 
 from synthmask.diffusion.tokenizer import build_clip_tokenizer
 from synthmask.diffusion.tokens import class_token_positions
-from synthmask.prompts.types import ClassWord, Prompt
+from synthmask.prompt_types import ClassWord, Prompt
 
 
 @pytest.fixture(scope="module", name="tokenizer")

@@ -23,7 +23,7 @@ from synthmask.ldm import shipped_ldm_path
 from synthmask.ldm.attention_loss import install_recording, localization_loss
 from synthmask.ldm.recipe import build_shapes_vae, min_snr_weights, train_scheduler
 from synthmask.lightning_modules.diffusion_train import DiffusionTrainModule, export_pipeline
-from synthmask.prompts.types import Prompt
+from synthmask.prompt_types import Prompt
 
 TINY = {
     "image_size": 16,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthmask.prompts.types import Prompt
+from synthmask.prompt_types import Prompt
 from synthmask.world import (
     SHAPES,
     CaptionConfig,

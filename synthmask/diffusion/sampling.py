@@ -15,7 +15,7 @@ from synthmask.diffusion.capture import (
     install_capture,
     restore_processors,
 )
-from synthmask.prompts.types import Prompt
+from synthmask.prompt_types import Prompt
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from synthmask.prompts.types import Prompt
+from synthmask.prompt_types import Prompt
 
 
 def _word_token_indices(tokenizer: Any, text: str, start: int, end: int) -> list[int]:

@@ -16,7 +16,7 @@ from synthmask.diffusion.capture import CaptureConfig
 from synthmask.diffusion.sampling import generate_with_attention
 from synthmask.diffusion.tokens import class_token_positions
 from synthmask.masks.heatmaps import class_heatmaps
-from synthmask.prompts.types import ClassWord, Prompt
+from synthmask.prompt_types import ClassWord, Prompt
 from synthmask.world.shapes import DEFAULT_SHAPES
 
 DEFAULT_SAMPLE_PROMPTS: tuple[str, ...] = (

@@ -1,9 +1,9 @@
 """Prompts: class vocabularies, templates, WordNet synonym/hyponym augmentation, generation."""
 
+from synthmask.prompt_types import ClassWord, Prompt
 from synthmask.prompts.augment import WordNetAugmenter
 from synthmask.prompts.generator import PromptGenerator, parse_prompt
 from synthmask.prompts.templates import TEMPLATE_SETS, render_template
-from synthmask.prompts.types import ClassWord, Prompt
 from synthmask.prompts.vocab import (
     VOCABULARIES,
     Vocabulary,

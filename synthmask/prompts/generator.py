@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from synthmask.prompt_types import ClassWord, Prompt
 from synthmask.prompts.augment import WordNetAugmenter
 from synthmask.prompts.templates import (
     CONTEXTS,
@@ -21,7 +22,6 @@ from synthmask.prompts.templates import (
     render_template,
     template_slots,
 )
-from synthmask.prompts.types import ClassWord, Prompt
 from synthmask.prompts.vocab import Vocabulary
 
 

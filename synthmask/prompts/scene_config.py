@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from synthmask.prompt_types import Prompt
 from synthmask.prompts.scenes import (
     CITYSCAPES_SCENE_CLASSES,
     CITYSCAPES_SCENE_SUFFIX,
@@ -17,8 +18,9 @@ from synthmask.prompts.scenes import (
     SceneClass,
     ScenePromptComposer,
 )
-from synthmask.prompts.types import Prompt
 from synthmask.prompts.vocab import Vocabulary
+from synthmask.world.palette import PALETTE
+from synthmask.world.shapes import get_shape
 
 SCENE_SETS = ("cityscapes", "shapes")
 
@@ -75,9 +77,6 @@ class ScenePromptConfig:
         return self._shapes_composer(vocabulary, seed)
 
     def _shapes_composer(self, vocabulary: Vocabulary, seed: int) -> ScenePromptComposer:
-        from synthmask.world.palette import PALETTE
-        from synthmask.world.shapes import get_shape
-
         scene_classes = []
         for cls in vocabulary.classes:
             try:

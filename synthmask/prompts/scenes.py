@@ -25,7 +25,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from synthmask.prompts.types import ClassWord, Prompt
+from synthmask.prompt_types import ClassWord, Prompt
 from synthmask.prompts.vocab import Vocabulary, VocabularyClass, shapes_vocabulary  # noqa: F401 (re-export)
 
 ROLES = ("subject", "ground", "context")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from synthmask.prompts.types import ClassWord, Prompt
+from synthmask.prompt_types import ClassWord, Prompt
 
 SLOT = re.compile(r"\{([^{}]*)\}")
 SLOTS = ("class", "context")

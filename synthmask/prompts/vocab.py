@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthmask.prompts.wordnet_table import load_wordnet_table
+from synthmask.world.shapes import DEFAULT_SHAPES, get_shape
 
 IGNORE_INDEX = 255
 
@@ -250,8 +251,6 @@ def _imagenet1k() -> Vocabulary:
 def shapes_vocabulary(shapes: Sequence[str] | None = None) -> Vocabulary:
     """The shapes world's classes: background 0, shape i -> id i + 1; the world's caption
     synonyms ("disk" for circle) are the augmentation words (no WordNet synsets)."""
-    from synthmask.world.shapes import DEFAULT_SHAPES, get_shape
-
     names = tuple(DEFAULT_SHAPES if shapes is None else shapes)
     return Vocabulary(
         "shapes",

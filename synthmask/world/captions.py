@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthmask.prompts.types import ClassWord, Prompt
+from synthmask.prompt_types import ClassWord, Prompt
 from synthmask.world.backgrounds import get_background
 from synthmask.world.config import CaptionConfig
 from synthmask.world.layout import SceneObject

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from synthmask.prompts.types import Prompt
+from synthmask.prompt_types import Prompt
 from synthmask.world.config import SceneConfig
 from synthmask.world.domains import Domain, get_domain
 from synthmask.world.render import Scene, render_scene

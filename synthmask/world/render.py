@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from synthmask.prompts.types import Prompt
+from synthmask.prompt_types import Prompt
 from synthmask.world.backgrounds import render_background
 from synthmask.world.captions import build_caption
 from synthmask.world.config import SceneConfig

@@ -1,4 +1,9 @@
-"""Prompt data types shared by prompt generation, token mapping, masks and the cache.
+"""Prompt data types shared by prompt generation, the shapes world's captions, token mapping,
+masks and the cache.
+
+They sit below every package (this module imports nothing from synthmask), so that
+``synthmask.world`` can caption its scenes with them while ``synthmask.prompts`` builds on the
+world's shapes and palette, with no cycle; ``synthmask.prompts`` re-exports them.
 
 A `Prompt` is the text given to the diffusion model plus every class mention in it
 (`ClassWord`), each with its character span so that the mention's tokens (and so its
