@@ -189,3 +189,23 @@ def test_not_a_directory_names_the_file_and_never_suggests_chmod(tmp_path: Path)
     message = str(err.value)
     assert "shards" in message and "is a file where the cache needs a directory" in message
     assert "chmod" not in message
+
+
+def test_any_damage_to_a_shard_header_is_a_shard_error(tmp_path: Path) -> None:
+    """Every single-byte change in the header either leaves a sound shard or raises
+    ShardError (a flipped byte once gave KeyError: 'data_offsets' inside synthesize)."""
+    from synthmask.cache.shard import ShardError, check_shard
+
+    fill(tmp_path, n=2, shard_size=2)
+    (shard,) = (tmp_path / "shards").glob("*.safetensors")
+    data = shard.read_bytes()
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    rng = random.Random(1)
+    for position in rng.sample(range(header_end), 300):
+        damaged = bytearray(data)
+        damaged[position] ^= 1 << rng.randrange(8)
+        shard.write_bytes(bytes(damaged))
+        try:
+            check_shard(shard)
+        except ShardError:
+            pass

@@ -99,22 +99,26 @@ def _entries_from_header(header: dict, checksums: dict[str, str]) -> list[Sample
 
 
 def read_shard_entries(path: Path) -> tuple[str, list[SampleEntry]]:
-    """Parse a shard's header -> (writer, entries). Raises ShardError on a malformed file."""
+    """Parse a shard's header -> (writer, entries). Raises ShardError on a malformed file
+    (any damage to the header: valid JSON of the wrong shape included)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         prefix = f.read(8)
         header = _parse_header(prefix, f.read(_header_length(prefix, size)))
-    meta = header.get("__metadata__") or {}
-    if meta.get("format") != SHARD_FORMAT:
-        raise ShardError(f"not a {SHARD_FORMAT} file (format={meta.get('format')!r})")
     try:
+        meta = header.get("__metadata__") or {}
+        if meta.get("format") != SHARD_FORMAT:
+            raise ShardError(f"not a {SHARD_FORMAT} file (format={meta.get('format')!r})")
         checksums = json.loads(meta["samples"])
-    except (KeyError, json.JSONDecodeError) as err:
-        raise ShardError(f"header metadata has no valid 'samples' table ({err})") from err
-    entries = _entries_from_header(header, checksums)
-    for entry in entries:
-        if max(end for _, end in entry.fields.values()) > size:
-            raise ShardError(f"sample {entry.key} extends past the end of the file (truncated)")
+        entries = _entries_from_header(header, dict(checksums))
+        for entry in entries:
+            spans = entry.fields.values()
+            if any(not header["__data_start__"] <= b <= e <= size for b, e in spans):
+                raise ShardError(f"sample {entry.key} lies outside the file (truncated?)")
+    except ShardError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ShardError(f"header is damaged ({type(err).__name__}: {err})") from err
     return str(meta.get("writer", "")), entries
 
 
