@@ -38,8 +38,20 @@ def read_rgb_image(path: Path) -> np.ndarray:
     Shape:
         returns (H, W, 3) uint8.
     """
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise
+    except OSError as err:  # UnidentifiedImageError, truncated files
+        raise _unreadable(path, "image", err) from err
+
+
+def _unreadable(path: Path, what: str, err: OSError) -> OSError:
+    return OSError(
+        f"cannot read the {what} file {path} ({err}); it is corrupt or not an image. "
+        f"Fix: replace it, or remove it together with its {'mask' if what == 'image' else 'image'}."
+    )
 
 
 def read_index_mask(path: Path) -> np.ndarray:
@@ -49,7 +61,14 @@ def read_index_mask(path: Path) -> np.ndarray:
     Shape:
         returns (H, W) uint8 (or int32 for 16/32-bit PNGs).
     """
-    with Image.open(path) as mask:
+    try:
+        mask = Image.open(path)
+        mask.load()
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise _unreadable(path, "mask", err) from err
+    with mask:
         if mask.mode in ("P", "L"):
             return np.asarray(mask)  # "P": np.asarray gives palette indices, not colours
         if mask.mode in ("I;16", "I;16B", "I;16L", "I"):
