@@ -245,7 +245,7 @@ def append_row(path: Path, row: dict) -> None:
 
 
 def evaluate_checkpoint(ckpt: Path, export_root: Path, args: argparse.Namespace) -> dict:
-    from synthmask.lightning_modules.diffusion_train import export_pipeline
+    from synthmask.lightning_modules.diffusion_export import export_pipeline
 
     info = checkpoint_info(ckpt)
     out = export_root / f"step{info['step']:07d}"

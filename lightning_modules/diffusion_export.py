@@ -1,41 +1,75 @@
-"""Checkpoint export of ``DiffusionTrainModule`` runs: a shippable ``StableDiffusionPipeline``
-(EMA weights by default), the non-EMA resume state, and the VAE of a "vae"-stage run.
+"""Checkpoint export of the tiny LDM's training runs (``VAETrainModule``, ``LDMTrainModule``): a
+shippable ``StableDiffusionPipeline`` (EMA weights by default), the non-EMA resume state, and the
+VAE of a VAE-stage run.
 
 Command line (also reachable as ``python -m synthmask.lightning_modules.diffusion_train``):
 ``python -m synthmask.lightning_modules.diffusion_export export|resume-state|vae CKPT OUT_DIR``.
+
+A checkpoint records its networks' architecture, so the export rebuilds them from the checkpoint
+alone. Checkpoints of the former single-class ``DiffusionTrainModule`` (its ``stage`` and size
+arguments in the hyperparameters) load too.
 """
 
 from __future__ import annotations
 
-import inspect
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import StableDiffusionPipeline
 
 from synthmask.diffusion.tokenizer import build_clip_tokenizer
-from synthmask.lightning_modules.diffusion_train import DiffusionTrainModule
+from synthmask.ldm.nets import architecture, from_config
+from synthmask.ldm.recipe import build_shapes_text_encoder, build_shapes_unet, build_shapes_vae
+from synthmask.lightning_modules.diffusion_common import NETWORKS_KEY
+from synthmask.lightning_modules.ldm_train import LDMTrainModule
+from synthmask.lightning_modules.vae_train import VAETrainModule
 
 
-def module_from_checkpoint(checkpoint: str | Path) -> DiffusionTrainModule:
-    """The module of a training checkpoint with its weights, built without touching the
-    directories it was trained from (VAE, init pipeline) and with sampling off."""
+def module_from_checkpoint(checkpoint: str | Path) -> VAETrainModule | LDMTrainModule:
+    """The module of a training checkpoint with its weights, built from the architecture the
+    checkpoint records (no VAE or pipeline directory is read) and with sampling off."""
     state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-    names = inspect.signature(DiffusionTrainModule.__init__).parameters
-    hparams = {k: v for k, v in state["hyper_parameters"].items() if k in names}
-    # The weights come from the state: no source directories, and vae_train_part (which only
-    # decides what trains) must not ask for a trained VAE's directory.
-    hparams.update(
-        vae_dir=None,
-        init_pipeline_dir=None,
-        init_ema_dir=None,
-        sample_every_n_steps=0,
-        vae_train_part="all",
+    networks = state.get(NETWORKS_KEY) or _former_module_networks(
+        state.get("hyper_parameters", {}), checkpoint
     )
-    module = DiffusionTrainModule(**hparams)
+    built = {name: from_config(record) for name, record in networks.items() if name != "stage"}
+    if networks["stage"] == "vae":
+        module: VAETrainModule | LDMTrainModule = VAETrainModule(**built)
+    else:
+        module = LDMTrainModule(**built, sample_every_n_steps=0)
     module.load_state_dict(state["state_dict"])
     return module
+
+
+def _former_module_networks(hparams: dict[str, Any], checkpoint: str | Path) -> dict[str, Any]:
+    """Architecture records of a ``DiffusionTrainModule`` checkpoint (its defaults included)."""
+    if hparams.get("stage") not in ("vae", "ldm"):
+        raise ValueError(
+            f"{checkpoint} records no tiny-LDM networks; give a checkpoint of VAETrainModule or "
+            "LDMTrainModule (experiments/shapes_vae_train.yaml, experiments/shapes_ldm_train.yaml)."
+        )
+    image_size = hparams.get("image_size", 32)
+    vae_channels = tuple(hparams.get("vae_channels", (32, 64)))
+    networks = {
+        "stage": hparams["stage"],
+        "vae": architecture(build_shapes_vae(image_size, vae_channels)),
+    }
+    if hparams["stage"] == "ldm":
+        hidden = hparams.get("text_hidden_size", 64)
+        unet = build_shapes_unet(
+            sample_size=image_size // 2 ** (len(vae_channels) - 1),
+            block_out_channels=tuple(hparams.get("unet_channels", (32, 64, 128))),
+            cross_attention_levels=tuple(
+                hparams.get("cross_attention_levels", (True, True, False))
+            ),
+            cross_attention_dim=hidden,
+            attention_heads=hparams.get("attention_heads", 2),
+        )
+        text = build_shapes_text_encoder(hidden, hparams.get("text_layers", 0))
+        networks.update(unet=architecture(unet), text_encoder=architecture(text))
+    return networks
 
 
 def export_pipeline(
@@ -67,7 +101,7 @@ def export_vae_weights(checkpoint: str | Path, out_dir: str | Path, fp16: bool =
     """Save the VAE of a "vae"-stage checkpoint (e.g. a decoder fine-tune) as a ``vae/`` folder
     that replaces a pipeline's, with the scaling factor the run kept (fp16 safetensors)."""
     module = module_from_checkpoint(checkpoint)
-    if module.stage != "vae":
+    if not isinstance(module, VAETrainModule):
         raise ValueError(
             f"{checkpoint} is a {module.stage!r}-stage checkpoint; `vae` exports the autoencoder "
             "of a 'vae'-stage run (its pipeline's VAE comes out with `export`)."

@@ -1,7 +1,9 @@
-"""DiffusionTrainModule (tiny LDM training): loss goes down, resume, export, shipped weights."""
+"""Tiny LDM training (VAETrainModule, LDMTrainModule): loss goes down, resume, export, shipped
+weights."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -21,19 +23,30 @@ from synthmask.diffusion.sampling import generate_with_attention
 from synthmask.diffusion.tokens import class_token_positions
 from synthmask.ldm import shipped_ldm_path
 from synthmask.ldm.attention_loss import install_recording, localization_loss
-from synthmask.ldm.recipe import build_shapes_vae, min_snr_weights, train_scheduler
-from synthmask.lightning_modules.diffusion_train import DiffusionTrainModule, export_pipeline
+from synthmask.ldm.nets import ShapesTextEncoder, ShapesUNet, ShapesVAE
+from synthmask.ldm.recipe import min_snr_weights, train_scheduler
+from synthmask.lightning_modules.diffusion_common import ShapesAdamW
+from synthmask.lightning_modules.diffusion_export import export_pipeline, module_from_checkpoint
+from synthmask.lightning_modules.ldm_train import LDMTrainModule
+from synthmask.lightning_modules.vae_train import VAETrainModule
 from synthmask.prompt_types import Prompt
 
-TINY = {
-    "image_size": 16,
-    "vae_channels": (16, 32),
-    "unet_channels": (16, 32, 32),
-    "text_hidden_size": 16,
-    "attention_heads": 1,
-    "sample_every_n_steps": 0,
-    "warmup_steps": 1,
-}
+
+def tiny_vae_module(pretrained: Path | None = None, **kwargs) -> VAETrainModule:
+    vae = ShapesVAE(16, (16, 32), pretrained=None if pretrained is None else str(pretrained))
+    return VAETrainModule(vae, warmup_steps=1, **kwargs)
+
+
+def tiny_ldm_module(vae_dir: Path, **kwargs) -> LDMTrainModule:
+    """16 px images, 8 x 8 latents, cross-attention width 16 (the shipped recipe, smaller)."""
+    return LDMTrainModule(
+        vae=ShapesVAE(pretrained=str(vae_dir)),
+        unet=ShapesUNet(8, (16, 32, 32), cross_attention_dim=16, attention_heads=1),
+        text_encoder=ShapesTextEncoder(hidden_size=16),
+        sample_every_n_steps=0,
+        warmup_steps=1,
+        **kwargs,
+    )
 
 
 def tiny_data(batch_size: int = 4) -> ShapesCaptionDataModule:
@@ -58,16 +71,18 @@ def trainer(root: Path, max_steps: int, callbacks: list | None = None) -> Traine
 def vae_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("vae")
     torch.manual_seed(0)
-    build_shapes_vae(16, (16, 32)).save_pretrained(str(path))
+    ShapesVAE(16, (16, 32)).save_pretrained(str(path))
     return path
 
 
-def fixed_batch_loss(module: DiffusionTrainModule, data: ShapesCaptionDataModule) -> float:
+def fixed_batch_loss(
+    module: VAETrainModule | LDMTrainModule, data: ShapesCaptionDataModule
+) -> float:
     batch = next(iter(data.val_dataloader()))
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(123)
         module.eval()
-        if module.stage == "vae":
+        if isinstance(module, VAETrainModule):
             return float(module.vae_losses(batch["image"])["loss"])
         return float(module.ldm_loss(batch["image"], batch["caption"])[0])
 
@@ -87,14 +102,11 @@ def test_min_snr_weights_match_formula() -> None:
 def test_training_lowers_the_loss(stage: str, vae_dir: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     lr = 3e-3 if stage == "vae" else 2e-3
-    module = DiffusionTrainModule(
-        stage=stage,
-        vae_dir=str(vae_dir) if stage == "ldm" else None,
-        lr=lr,
-        text_lr=lr,
-        attention_loss_weight=0.05 if stage == "ldm" else 0.0,  # the shipped recipe's setting
-        **TINY,
-    )
+    optimizer = functools.partial(ShapesAdamW, lr=lr)
+    if stage == "vae":
+        module = tiny_vae_module(optimizer=optimizer)
+    else:  # attention loss: the shipped recipe's setting
+        module = tiny_ldm_module(vae_dir, optimizer=optimizer, attention_loss_weight=0.05)
     data = tiny_data()
     data.sizes["val"] = 8  # evaluate on the training scenes themselves
     data.sizes["train"] = 8
@@ -106,13 +118,13 @@ def test_training_lowers_the_loss(stage: str, vae_dir: Path, tmp_path: Path) -> 
 
 
 def test_decoder_finetune_keeps_the_latent_space(vae_dir: Path, tmp_path: Path) -> None:
-    """vae_train_part="decoder": only the decoder moves, the loss falls, and the export keeps the
+    """train_part="decoder": only the decoder moves, the loss falls, and the export keeps the
     encoder and scaling factor the denoiser was trained with."""
     torch.manual_seed(0)
     export = tmp_path / "export"
-    module = DiffusionTrainModule(
-        stage="vae", vae_dir=str(vae_dir), vae_train_part="decoder", lr=3e-3,
-        export_dir=str(export), **TINY,
+    module = tiny_vae_module(
+        vae_dir, train_part="decoder", optimizer=functools.partial(ShapesAdamW, lr=3e-3),
+        export_dir=str(export),
     )  # fmt: skip
     encoder_before = {k: v.clone() for k, v in module.vae.encoder.state_dict().items()}
     decoder_before = {k: v.clone() for k, v in module.vae.decoder.state_dict().items()}
@@ -144,36 +156,42 @@ def test_decoder_finetune_keeps_the_latent_space(vae_dir: Path, tmp_path: Path) 
     assert torch.equal(shipped.decoder.conv_out.weight, weight.half().float())
     with pytest.raises(ValueError, match="'vae'-stage"):
         module_ckpt = tmp_path / "ldm.ckpt"
-        ldm = DiffusionTrainModule(stage="ldm", vae_dir=str(vae_dir), **TINY)
-        torch.save(
-            {"hyper_parameters": dict(ldm.hparams), "state_dict": ldm.state_dict()}, module_ckpt
-        )
+        ldm = tiny_ldm_module(vae_dir)
+        checkpoint = {"hyper_parameters": dict(ldm.hparams), "state_dict": ldm.state_dict()}
+        ldm.on_save_checkpoint(checkpoint)
+        torch.save(checkpoint, module_ckpt)
         export_main(["vae", str(module_ckpt), str(tmp_path / "nope")])
 
 
-def test_decoder_finetune_needs_a_trained_vae() -> None:
-    with pytest.raises(ValueError, match="vae_dir"):
-        DiffusionTrainModule(stage="vae", vae_train_part="decoder", **TINY)
-    with pytest.raises(ValueError, match="vae_train_part"):
-        DiffusionTrainModule(stage="vae", vae_train_part="encoder", **TINY)
+def test_bad_settings_are_refused(vae_dir: Path) -> None:
+    with pytest.raises(ValueError, match="train_part"):
+        tiny_vae_module(train_part="encoder")
+    with pytest.raises(ValueError, match="cross_attention_dim=16 but the text encoder's"):
+        LDMTrainModule(
+            vae=ShapesVAE(pretrained=str(vae_dir)),
+            unet=ShapesUNet(8, (16, 32, 32), cross_attention_dim=16, attention_heads=1),
+            text_encoder=ShapesTextEncoder(hidden_size=32),
+        )
+    with pytest.raises(FileNotFoundError, match="no VAE"):
+        ShapesVAE(pretrained=str(vae_dir / "missing"))
 
 
 class FirstStep(Callback):
     def __init__(self) -> None:
         self.first: int | None = None
 
-    def on_train_start(self, trainer: Trainer, pl_module: DiffusionTrainModule) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: LDMTrainModule) -> None:
         self.first = trainer.global_step
 
 
 def test_resume_continues_global_step_and_ema(vae_dir: Path, tmp_path: Path) -> None:
     ckpt_dir = tmp_path / "ckpt"
-    module = DiffusionTrainModule(stage="ldm", vae_dir=str(vae_dir), **TINY)
+    module = tiny_ldm_module(vae_dir)
     trainer(tmp_path, 3, [ModelCheckpoint(dirpath=ckpt_dir, save_last=True)]).fit(
         module, datamodule=tiny_data()
     )
     ema_after_3 = next(module.ema_unet.parameters()).detach().clone()
-    resumed = DiffusionTrainModule(stage="ldm", vae_dir=str(vae_dir), **TINY)
+    resumed = tiny_ldm_module(vae_dir)
     first = FirstStep()
     run = trainer(tmp_path, 5, [ModelCheckpoint(dirpath=ckpt_dir, save_last=True), first])
     run.fit(resumed, datamodule=tiny_data(), ckpt_path="last")
@@ -182,16 +200,14 @@ def test_resume_continues_global_step_and_ema(vae_dir: Path, tmp_path: Path) -> 
     state = torch.load(ckpt_dir / "last.ckpt", weights_only=True)
     assert state["global_step"] == 5
     # the EMA was restored (not re-initialized from the fresh UNet) and kept moving
-    fresh = next(
-        DiffusionTrainModule(stage="ldm", vae_dir=str(vae_dir), **TINY).ema_unet.parameters()
-    )
+    fresh = next(tiny_ldm_module(vae_dir).ema_unet.parameters())
     restored = state["state_dict"]["ema_unet.conv_in.weight"]
     assert not torch.equal(restored, ema_after_3)
     assert (restored - ema_after_3).abs().max() < (restored - fresh.detach()).abs().max()
 
 
 def test_export_loads_with_from_pretrained(vae_dir: Path, tmp_path: Path) -> None:
-    module = DiffusionTrainModule(stage="ldm", vae_dir=str(vae_dir), **TINY)
+    module = tiny_ldm_module(vae_dir)
     trainer(tmp_path, 2, [ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)]).fit(
         module, datamodule=tiny_data()
     )
@@ -222,6 +238,30 @@ def test_export_loads_with_from_pretrained(vae_dir: Path, tmp_path: Path) -> Non
     assert torch.equal(unet.conv_in.weight, module.unet.conv_in.weight.detach().half().float())
 
 
+def test_former_single_class_checkpoint_still_loads(vae_dir: Path, tmp_path: Path) -> None:
+    """A DiffusionTrainModule checkpoint (stage and sizes in its hyperparameters, no recorded
+    architecture) is rebuilt from those hyperparameters; the weights keep their names."""
+    module = tiny_ldm_module(vae_dir)
+    hparams = {
+        "_class_path": "synthmask.lightning_modules.diffusion_train.DiffusionTrainModule",
+        "stage": "ldm",
+        "image_size": 16,
+        "vae_channels": [16, 32],
+        "unet_channels": [16, 32, 32],
+        "attention_heads": 1,
+        "text_hidden_size": 16,
+    }
+    old = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": hparams, "state_dict": module.state_dict()}, old)
+    loaded = module_from_checkpoint(old)
+    assert isinstance(loaded, LDMTrainModule)
+    assert torch.equal(loaded.ema_unet.conv_in.weight, module.ema_unet.conv_in.weight)
+    assert float(loaded.latent_scale) == pytest.approx(float(module.latent_scale))
+    with pytest.raises(ValueError, match="records no tiny-LDM networks"):
+        torch.save({"hyper_parameters": {}, "state_dict": {}}, tmp_path / "other.ckpt")
+        module_from_checkpoint(tmp_path / "other.ckpt")
+
+
 def test_shipped_ldm_loads_and_samples() -> None:
     path = shipped_ldm_path()
     pipe = StableDiffusionPipeline.from_pretrained(str(path), torch_dtype=torch.float32)
@@ -248,7 +288,7 @@ def test_localization_loss_hand_computed() -> None:
 
 
 def test_recording_processor_matches_default_attention(vae_dir: Path) -> None:
-    module = DiffusionTrainModule(stage="ldm", vae_dir=str(vae_dir), **TINY)
+    module = tiny_ldm_module(vae_dir)
     x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 700])
     text = torch.randn(2, 77, 16)
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """Components and loss math of the shapes-world tiny LDM (no Lightning here).
 
-The recipe (see ``lightning_modules/diffusion_train.py`` for the training loop):
+The recipe (training loops: ``lightning_modules/vae_train.py``, ``lightning_modules/ldm_train.py``;
+networks as configs name them: ``synthmask.ldm.nets``):
 
 - ``AutoencoderKL`` with a factor-2 downsampling: 32 px images <-> 4 x 16 x 16 latents.
 - ``UNet2DConditionModel`` on 16 x 16 latents with cross-attention at latent resolutions
@@ -8,7 +9,7 @@ The recipe (see ``lightning_modules/diffusion_train.py`` for the training loop):
 - ``CLIPTextModel`` with **zero** transformer layers: each output position is
   LN(token embedding + position embedding), so a class word's own token is the only place the
   UNet can read the class from (a causal encoder copies the whole caption into EOS/padding and a
-  tiny UNet then never attends to the word; see issue #5's probes).
+  tiny UNet then never attends to the word; the model card's probes).
 - v-prediction on Stable Diffusion's scaled_linear DDPM schedule, min-SNR-gamma weights.
 """
 
