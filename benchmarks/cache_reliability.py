@@ -87,12 +87,14 @@ def run_pass(root: Path, n: int, delay: float = 0.0, label: str = "w") -> None:
                               shard_size=SHARD, progress=False)  # fmt: skip
 
 
-def count(root: Path, n: int) -> tuple[int, int]:
-    """(lost, duplicated) over the plan's n keys, from the manifests as a reader sees them."""
+def count(root: Path, n: int, plan_keys: bool = True) -> tuple[int, int]:
+    """(lost, duplicated) over the plan's n keys (`specs(n)`; else whatever keys the cache
+    holds, for the real pipeline's plan), from the manifests as a reader sees them."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cache = SampleCache(root)
-        readable = sum(cache.get(f"{i:064x}") is not None for i in range(n))
+        keys = [spec.key for spec in specs(n)] if plan_keys else cache.keys()
+        readable = sum(cache.get(key) is not None for key in keys)
     entries: list[str] = []
     shards_seen: set[str] = set()
     for path in (root / "manifest").glob("*.jsonl"):
@@ -126,15 +128,21 @@ def wait(pid: int) -> None:
         raise RuntimeError(f"synthesis process {pid} failed")
 
 
-def trial_concurrent(root: Path, n: int, rng: random.Random, kill: bool) -> None:
+def trial_concurrent(root: Path, n: int, rng: random.Random, kill: bool) -> bool:
+    """Two forked passes; with `kill`, one is SIGKILLed after a random delay and restarted.
+    Returns whether the kill hit the pass while it was still running."""
     a, b = fork_pass(root, n, "a", 0.01), fork_pass(root, n, "b", 0.01)
+    mid_way = False
     if kill:
-        time.sleep(rng.uniform(0.05, 0.6))
-        os.kill(a, signal.SIGKILL)
-        os.waitpid(a, 0)
+        time.sleep(rng.uniform(0.02, 0.4))
+        mid_way = os.waitpid(a, os.WNOHANG)[0] == 0  # reaps `a` when it had finished
+        if mid_way:
+            os.kill(a, signal.SIGKILL)
+            os.waitpid(a, 0)
         a = fork_pass(root, n, "a2", 0.01)
     wait(a)
     wait(b)
+    return mid_way
 
 
 def damage_manifest_line(root: Path, n: int, rng: random.Random) -> None:
@@ -198,7 +206,7 @@ def disk_full(target: str) -> Callable[[Path, int, random.Random], None]:
     return trial
 
 
-def real_pipeline_trial(root: Path, n: int, rng: random.Random) -> None:
+def real_pipeline_trial(root: Path, n: int, rng: random.Random) -> bool:
     """Two data-module runs (tiny SD pipeline) on one cache, one killed mid-way, restarted."""
     import subprocess
 
@@ -217,12 +225,14 @@ def real_pipeline_trial(root: Path, n: int, rng: random.Random) -> None:
     a, b = start(), start()
     while not any((root / "manifest").glob("*.jsonl")):
         time.sleep(0.2)
-    time.sleep(rng.uniform(0.5, 3.0))
+    time.sleep(rng.uniform(0.0, 1.0))
+    mid_way = a.poll() is None
     a.send_signal(signal.SIGKILL)
     a.wait()
     a = start()
     if a.wait() or b.wait():
         raise RuntimeError("a data-module run failed")
+    return mid_way
 
 
 def verify_cost(sizes: Sequence[int], samples: int) -> list[dict]:
@@ -260,7 +270,7 @@ def main() -> None:
     parser.add_argument("--verify-samples", type=int, default=256)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    faults: dict[str, Callable[[Path, int, random.Random], None]] = {
+    faults: dict[str, Callable[[Path, int, random.Random], bool | None]] = {
         "concurrent": lambda r, n, g: trial_concurrent(r, n, g, kill=False),
         "concurrent+kill": lambda r, n, g: trial_concurrent(r, n, g, kill=True),
         "manifest-line": damage_manifest_line,
@@ -274,25 +284,26 @@ def main() -> None:
     rows = []
     rng = random.Random(0)
     for name, fn, trials, n in plan:
-        lost = duplicated = regenerated = 0
+        lost = duplicated = regenerated = kills_mid_way = 0
         start = time.perf_counter()
         for _ in range(trials):
             root = Path(tempfile.mkdtemp(prefix="synthmask-fault-")) / "cache"
             root.parent.mkdir(parents=True, exist_ok=True)
             try:
-                fn(root, n, rng)
+                kills_mid_way += bool(fn(root, n, rng))
                 regenerated += max(0, generated(root) - n)
-                trial_lost, trial_dup = count(root, n)
+                trial_lost, trial_dup = count(root, n, plan_keys=fn is not real_pipeline_trial)
                 lost, duplicated = lost + trial_lost, duplicated + trial_dup
             finally:
                 shutil.rmtree(root.parent, ignore_errors=True)
         rows.append({"fault": name, "trials": trials, "samples_per_trial": n, "lost": lost,
                      "duplicated": duplicated, "regenerated": regenerated,
+                     "kills_mid_way": kills_mid_way,
                      "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
         print(rows[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "cache_reliability.csv", rows)
-    write_csv(args.out / "cache_verify_cost.csv", verify_cost((64, 128, 512), args.verify_samples))
+    write_csv(args.out / "cache_verify_cost.csv", verify_cost((32, 128, 512), args.verify_samples))
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

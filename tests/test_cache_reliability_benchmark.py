@@ -26,5 +26,5 @@ def test_one_trial_per_fault_loses_and_duplicates_nothing(tmp_path, monkeypatch)
         assert (row["lost"], row["duplicated"]) == ("0", "0"), row
     with open(tmp_path / "cache_verify_cost.csv") as f:
         cost = list(csv.DictReader(f))
-    assert [int(row["image_px"]) for row in cost] == [64, 128, 512]
+    assert [int(row["image_px"]) for row in cost] == [32, 128, 512]
     assert all(float(row["mb_per_s"]) > 0 for row in cost)
