@@ -4,7 +4,8 @@
 the cache hit rate: those of the ahead-of-time pass once at the start of training, and those of
 the training data pipeline (on-the-fly generation, cache reads) every `log_every_n_steps` and at
 each epoch end. `synthesis_wandb_images` builds `wandb.Image`s of samples with their pseudo-mask
-and reliability overlays (used by the callback and by `datamodule.synthesize()`).
+and reliability overlays (used by the callback during `fit`, and by its `log_synthesis`, which
+`synthmask synthesize` calls on the config's callbacks after filling the cache).
 """
 
 from __future__ import annotations
@@ -49,6 +50,43 @@ def synthesis_wandb_images(
     return images
 
 
+def log_synthesis_run(datamodule: Any, report: Any) -> bool:
+    """Log a synthesis pass (sample grid, images/s, cache hit rate) to W&B, as the data module's
+    `wandb_log` says: None = into the active run only, True = start a run if none is active,
+    False = never. Returns whether anything was logged.
+
+    Args:
+        datamodule: a `SyntheticSegDataModule` after `synthesize()`.
+        report: its `SynthesisReport`.
+    """
+    mode = getattr(datamodule, "wandb_log", None)
+    if mode is False or report is None:
+        return False
+    import wandb
+
+    run, started = wandb.run, False
+    if run is None:
+        if not mode:
+            return False
+        run = wandb.init(
+            project=datamodule.wandb_project, job_type="synthesize", config=dict(datamodule.hparams)
+        )
+        started = True
+    run.log(
+        {
+            "synth/samples": synthesis_wandb_images(
+                datamodule.sample_records(datamodule.wandb_samples), datamodule.class_names
+            ),
+            "synth/ahead_images_per_s": report.images_per_second,
+            "synth/ahead_cache_hit_rate": report.cache_hit_rate,
+            "synth/ahead_generated": report.generated,
+        }
+    )
+    if started:
+        run.finish()
+    return True
+
+
 class SynthesisStatsCallback(Callback):
     """Logs `synth/*` metrics of the data module's synthesis and cache traffic.
 
@@ -64,6 +102,10 @@ class SynthesisStatsCallback(Callback):
         self.log_every_n_steps = max(1, log_every_n_steps)
         self.log_sample_grid = log_sample_grid
         self.max_grid_images = max_grid_images
+
+    def log_synthesis(self, datamodule: Any, report: Any) -> bool:
+        """`synthmask synthesize`'s hook (no trainer): see `log_synthesis_run`."""
+        return log_synthesis_run(datamodule, report)
 
     @staticmethod
     def _datamodule(trainer: Trainer) -> Any:

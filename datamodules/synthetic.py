@@ -91,8 +91,10 @@ class SyntheticSegDataModule(LightningDataModule):
             std, pin_memory: training loader and augmentation, as in the real data modules.
         shard_size: samples per cache shard in ahead-of-time synthesis.
         progress: show the synthesis progress bar (images/s, cache hits).
-        wandb_log: log a sample grid (images, pseudo-masks, reliability) from `synthesize()`:
-            None = when a W&B run is active, True = always (starts a run if needed), False = never.
+        wandb_log: after `synthmask synthesize`, the config's `SynthesisStatsCallback` logs a
+            sample grid (images, pseudo-masks, reliability) and the synthesis stats to W&B: None =
+            when a W&B run is active, True = always (starts a run if needed), False = never (the
+            data module itself never calls W&B).
         wandb_samples: images in that grid.
         wandb_project: project of a run started by `wandb_log: true`.
         prune_share: reliability-based pruning: drop this share of the training samples whose
@@ -253,10 +255,13 @@ class SyntheticSegDataModule(LightningDataModule):
             index = torch.cuda.current_device()
         self.synthesizer.pipeline = dataclasses.replace(cfg, device=f"cuda:{index}")
 
-    def synthesize(self, log_to_wandb: bool = True) -> SynthesisReport:
+    def synthesize(self, log_to_wandb: bool = False) -> SynthesisReport:
         """Fill the cache with this rank's share of the plan (`rank::world_size`), resumably.
 
-        Under an initialized process group all ranks wait for each other at the end.
+        Under an initialized process group all ranks wait for each other at the end. Nothing is
+        logged here (`log_to_wandb` is accepted for old callers and unused): the config's
+        `SynthesisStatsCallback` logs the sample grid and stats, during `fit` and after
+        `synthmask synthesize` (following `wandb_log`).
         """
         self._pin_cuda_device()
         rank, world = rank_and_world()
@@ -276,37 +281,7 @@ class SyntheticSegDataModule(LightningDataModule):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
         self.synthesis_report = report
-        if log_to_wandb and rank == 0:
-            self._log_wandb(report)
         return report
-
-    def _log_wandb(self, report: SynthesisReport) -> None:
-        if self.wandb_log is False:
-            return
-        import wandb
-
-        run, started = wandb.run, False
-        if run is None:
-            if not self.wandb_log:
-                return
-            run = wandb.init(
-                project=self.wandb_project, job_type="synthesize", config=dict(self.hparams)
-            )
-            started = True
-        from synthmask.callbacks.synthesis_stats import synthesis_wandb_images
-
-        run.log(
-            {
-                "synth/samples": synthesis_wandb_images(
-                    self.sample_records(self.wandb_samples), self.class_names
-                ),
-                "synth/ahead_images_per_s": report.images_per_second,
-                "synth/ahead_cache_hit_rate": report.cache_hit_rate,
-                "synth/ahead_generated": report.generated,
-            }
-        )
-        if started:
-            run.finish()
 
     def sample_records(self, count: int) -> list[SampleRecord]:
         """The first `count` cached samples of the plan (none generated)."""
@@ -330,7 +305,7 @@ class SyntheticSegDataModule(LightningDataModule):
         if stage in (None, "fit") and self._train is None:
             self._pin_cuda_device()
             if self.mode == "ahead":
-                self.synthesize(log_to_wandb=False)  # fit logs via SynthesisStatsCallback
+                self.synthesize()  # fit logs via SynthesisStatsCallback
                 self.synthesizer.release()  # training needs the memory; reloaded on a miss
             self._open_cache()
             self._train = SyntheticSegDataset(

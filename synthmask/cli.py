@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 import yaml
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger
@@ -214,6 +214,21 @@ class _DataOnlyCLI(SynthmaskCLI):
         self.datamodule = parser.instantiate_classes(config).data
         self.model = None
         self.trainer = None
+        self.synthesis_loggers = (
+            _synthesis_loggers(dumped.get("trainer") or {}) if self.command == SYNTHESIZE else []
+        )
+
+
+def _synthesis_loggers(trainer: dict[str, Any]) -> list[Any]:
+    """The config's trainer callbacks that log a synthesis pass: those with a
+    ``log_synthesis(datamodule, report)`` method (e.g. SynthesisStatsCallback -> W&B)."""
+    callbacks = trainer.get("callbacks") or []
+    if isinstance(callbacks, dict):
+        callbacks = [callbacks]
+    parser = LightningArgumentParser(exit_on_error=False)
+    parser.add_argument("--callbacks", type=list[Callback] | None, default=None)
+    built = parser.instantiate_classes(parser.parse_object({"callbacks": callbacks})).callbacks
+    return [c for c in built or [] if callable(getattr(c, "log_synthesis", None))]
 
 
 @contextlib.contextmanager
@@ -251,7 +266,10 @@ def synthesize(args: Sequence[str], raise_parse_errors: bool = False) -> Lightni
     """Instantiate the config's data module and fill its cache via ``datamodule.synthesize()``."""
     cli = _data_cli(SYNTHESIZE, args, raise_parse_errors)
     datamodule = _synthetic_datamodule(cli, SYNTHESIZE)
-    datamodule.synthesize()  # prints its own summary line
+    report = datamodule.synthesize()  # prints its own summary line
+    if int(os.environ.get("RANK", "0")) == 0:
+        for callback in cli.synthesis_loggers:
+            callback.log_synthesis(datamodule, report)
     return datamodule
 
 

@@ -144,3 +144,22 @@ def test_multi_device_synthesis_is_refused_with_the_torchrun_command(tmp_path) -
         main(["synthesize", *args, "--trainer.devices=2", "--trainer.strategy=ddp"])
     with pytest.raises(ValueError, match="does not start ranks"):
         main(["synthesize", *args, "--trainer.devices=1", "--trainer.strategy=ddp"])
+
+
+def test_synthesize_logs_its_sample_grid_to_wandb_when_asked(
+    pipelines, tmp_path, monkeypatch
+) -> None:
+    """The data module never calls W&B; after `synthesize` the config's SynthesisStatsCallback
+    logs the sample grid and stats, as `wandb_log` says (true: starts an offline run here)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    args = synthesize_args(pipelines["sd1"], tmp_path / "cache", "attn2mask")
+    main(["synthesize", *args, "--data.init_args.wandb_log=false"])
+    assert not list(tmp_path.rglob("*.wandb"))
+    main(["synthesize", *args, "--data.init_args.wandb_log=true"])
+    (history,) = tmp_path.rglob("run-*.wandb")
+    assert (
+        b"synth/samples" in history.read_bytes()
+        and b"synth/ahead_cache_hit_rate" in history.read_bytes()
+    )
