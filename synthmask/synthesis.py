@@ -336,7 +336,8 @@ def synthesize_into_cache(
         bar.set_postfix(img_s=f"{report.images_per_second:.2f}", cache_hits=report.cache_hits)
 
     try:
-        if missing:
+        if missing or cache.bad_manifest_lines or cache.wrong_records:
+            # a new writer also rewrites damaged manifests, so their warning is not repeated
             with cache.writer(writer_label, shard_size=shard_size) as writer:
                 # the new writer adopted (and checked sample by sample) shards of dead writers
                 adopted = [spec for spec in missing if spec.key in cache]

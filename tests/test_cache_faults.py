@@ -209,3 +209,18 @@ def test_any_damage_to_a_shard_header_is_a_shard_error(tmp_path: Path) -> None:
             check_shard(shard)
         except ShardError:
             pass
+
+
+def test_an_extra_garbage_line_in_a_complete_cache_is_compacted_by_synthesize(
+    tmp_path: Path,
+) -> None:
+    fill(tmp_path)
+    manifest = the_manifest(tmp_path)
+    with open(manifest, "ab") as f:
+        f.write(b'{"shard": 7}\n')
+    with pytest.warns(RuntimeWarning, match="line 4 is not a valid shard record"):
+        report, synth = resynthesize(tmp_path)
+    assert synth.generated == [] and report.cache_hits == N
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rewritten without the line: no warning any more
+        assert_complete_and_exact(tmp_path)
