@@ -141,7 +141,7 @@ def adopt_shard(cache: SampleCache, manifest: Path, shard: Path) -> bool:
         shard.name, shard.stat().st_size, file_sha256(shard), writer, entries
     )
     append_line(manifest, record)
-    cache.add_shard(record)
+    cache.add_shard(record, source=manifest.name)
     warnings.warn(
         f"cache shard {shard} was complete but unlisted (its writer was killed before the "
         f"manifest line, or the line was damaged); verified {len(entries)} samples and "

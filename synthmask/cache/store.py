@@ -345,7 +345,8 @@ class SampleCache:
         if meta["digest"] in self._wrong:
             return
         self._wrong.add(meta["digest"])
-        self.wrong_records.setdefault(meta["manifest"], set()).add(meta["digest"])
+        if meta["manifest"]:  # rewritten without the record by the next writer
+            self.wrong_records.setdefault(meta["manifest"], set()).add(meta["digest"])
         self.problems.append(f"{self.manifest_dir / meta['manifest']}: record of {name}: {reason}")
         warnings.warn(
             f"cache manifest {self.manifest_dir / meta['manifest']} has a wrong record for shard "

@@ -191,7 +191,7 @@ class CacheWriter:
             self._buffer.clear()
             self._buffered_keys.clear()
             raise write_error(self.cache.root, self.manifest_path, err) from err
-        self.cache.add_shard(record)
+        self.cache.add_shard(record, source=self.manifest_path.name)
         self.cache.stats.written += len(entries)
         self.written += len(entries)
         self._clear_buffer()
