@@ -5,6 +5,7 @@ What to generate (plan, prompts, label space) lives in `synthesis_plan.py`.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -336,7 +337,8 @@ def synthesize_into_cache(
         bar.set_postfix(img_s=f"{report.images_per_second:.2f}", cache_hits=report.cache_hits)
 
     try:
-        if missing or cache.bad_manifest_lines or cache.wrong_records:
+        damaged = bool(cache.bad_manifest_lines or cache.wrong_records)
+        if missing or (damaged and os.access(cache.manifest_dir, os.W_OK)):
             # a new writer also rewrites damaged manifests, so their warning is not repeated
             with cache.writer(writer_label, shard_size=shard_size) as writer:
                 # the new writer adopted (and checked sample by sample) shards of dead writers
