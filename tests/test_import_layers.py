@@ -106,12 +106,7 @@ FORBIDDEN_THIRD_PARTY: dict[str, dict[str, str]] = {
 
 # Edges that break the table today and are being removed: (importer module, imported layer).
 # Each is printed by the test; remove an entry as soon as its edge is gone.
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("synthmask.datamodules.synthetic", "callbacks"): (
-        "the synthetic data module logs its synthesis images to W&B itself; that logging moves "
-        "to the command line / a callback"
-    ),
-}
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 def module_files(root: Path) -> Iterator[tuple[str, Path]]:
