@@ -38,7 +38,9 @@ def user_message(err: BaseException) -> str:
         return err.args[0]  # str(KeyError) wraps the message in quotes
     text = str(err) or type(err).__name__
     if "Given value" in text or "Union subtypes" in text:
-        return short_parser_error(text)
+        text = short_parser_error(text)
+    if isinstance(err, ArgumentError):
+        text += " (`synthmask --help` lists the commands, `synthmask <command> --help` the options)"
     return text
 
 
@@ -57,9 +59,21 @@ def short_parser_error(message: str) -> str:
             items.append(bullet.group(1).strip())
         elif items and line.startswith("      ") and not line.strip().startswith(_NOISE):
             items[-1] = f"{items[-1]} {line.strip()}"
-    meaningful = [item for item in items if item and not item.startswith(_NOISE)]
+    # An item ending in ":" only heads nested bullets (e.g. 'Problem with given class_path X:').
+    meaningful = [i for i in items if i and not i.startswith(_NOISE) and not i.endswith(":")]
     if meaningful:
         return meaningful[-1].replace("Problem with given class_path ", "")
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    subtypes = re.findall(
+        r"<class '([\w.]+)'>", " ".join(re.findall(r"Subtypes: \[.*?\]", message))
+    )
+    wanted = [name for name in subtypes if name != "NoneType"]
+    given = [item for item in items if item.startswith("Expected a ") and "NoneType" not in item]
+    if keys and wanted and given:
+        return (
+            f"bad value for {'.'.join(keys)}: {given[-1]}; give a subclass of {wanted[-1]} "
+            "(its class name or dotted path)."
+        )
     lines = [line for line in message.splitlines() if line.strip()]
     kept = [line for line in lines if not line.lstrip().startswith(_NOISE)]
     return "\n".join((kept or lines)[:6])

@@ -53,6 +53,10 @@ def run_console(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
             "do not exist at image size 32x32 (latent 16x16)",
         ),
         (["--data.init_args.nonsense=3"], "Option 'nonsense' is not accepted"),
+        (
+            ["--data.init_args.mask=Bogus"],
+            "give a subclass of synthmask.masks.choices.MaskMethodConfig",
+        ),
     ],
 )
 def test_synthesize_user_errors_fit_on_one_screen(
