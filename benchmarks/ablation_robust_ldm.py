@@ -131,6 +131,7 @@ def ldm_datamodule(
 ):
     """The synthetic data module of experiments/shapes_synth.yaml (training part only);
     ``mask="self_refine"``: Dataset Diffusion's self-attention refinement at latent side 16."""
+    from synthmask.datamodules.settings import AugmentConfig, SynthesisConfig
     from synthmask.datamodules.synthetic import SyntheticSegDataModule
     from synthmask.diffusion.capture import CaptureConfig
     from synthmask.diffusion.pipeline import PipelineConfig
@@ -160,15 +161,16 @@ def ldm_datamodule(
         capture=CaptureConfig()  # the cache keys of shapes_synth.yaml's attn2mask samples
         if mask == "attn2mask"
         else CaptureConfig(self_attention=True, self_resolutions=(16,)),
-        num_images=num_images,
-        synthesis_batch_size=32,
-        cache_dir=cache_dir,
-        mode="ahead",
-        seed=0,
-        progress=False,
+        synthesis=SynthesisConfig(
+            num_images=num_images,
+            batch_size=32,
+            cache_dir=cache_dir,
+            mode="ahead",
+            seed=0,
+            progress=False,
+        ),
         wandb_log=False,
-        crop_size=32,
-        scale_range=(1.0, 1.0),
+        augment=AugmentConfig(crop_size=32, scale_range=(1.0, 1.0)),
     )
 
 

@@ -215,8 +215,9 @@ def real_pipeline_trial(root: Path, n: int, rng: random.Random) -> bool:
         f"import sys, torch\nsys.path.insert(0, {str(tests)!r})\ntorch.set_num_threads(1)\n"
         "from pathlib import Path\nfrom fixtures_synthetic import make_synthetic_dm, "
         "tiny_pipeline_dir\n"
-        f"dm = make_synthetic_dm(tiny_pipeline_dir(), Path({str(root)!r}), num_images={n}, "
-        "synthesis_batch_size=2, shard_size=2)\ndm.synthesize(log_to_wandb=False)\n"
+        f"dm = make_synthetic_dm(tiny_pipeline_dir(), Path({str(root)!r}), synthesis={{"
+        f"'num_images': {n}, 'batch_size': 2, 'shard_size': 2}})\n"
+        "dm.synthesize(log_to_wandb=False)\n"
     )
 
     def start() -> subprocess.Popen:

@@ -1,7 +1,7 @@
 """Synthesis in processes vs threads: the main job's synthesis (shipped shapes LDM, 10 DDIM steps,
 guidance 5, self-attention capture at 16, self_refine masks, batch 32) into a fresh cache, once
 in one process with all of torch's threads and once in ``--processes`` one-thread processes
-(`SyntheticSegDataModule(synthesis_processes=N)`), side by side in one run.
+(`synthesis.processes: N` of `SyntheticSegDataModule`), side by side in one run.
 
 Usage: python benchmarks/synthesis_processes.py [--images 256] [--rounds 2] [--processes 2]
     [--steps 10]
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from synthmask.datamodules.settings import AugmentConfig, SynthesisConfig
 from synthmask.datamodules.synthetic import SyntheticSegDataModule
 from synthmask.diffusion.capture import CaptureConfig
 from synthmask.diffusion.pipeline import PipelineConfig
@@ -43,12 +44,14 @@ def main_job_datamodule(
         prompts=ScenePromptConfig(scenes="shapes", min_subjects=1, max_subjects=2),
         capture=CaptureConfig(self_attention=True, self_resolutions=(16,)),
         mask=MaskConfig(method="self_refine", params={"self_resolution": 16}),
-        num_images=images,
-        synthesis_batch_size=32,
-        synthesis_processes=processes,
-        cache_dir=str(cache_dir),
-        crop_size=32,
-        progress=False,
+        synthesis=SynthesisConfig(
+            num_images=images,
+            batch_size=32,
+            processes=processes,
+            cache_dir=str(cache_dir),
+            progress=False,
+        ),
+        augment=AugmentConfig(crop_size=32),
     )
 
 

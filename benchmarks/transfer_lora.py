@@ -103,9 +103,9 @@ def run_segmenter(
             f"--data.init_args.pipeline.model={_ldm_dir()}",
             # JSON form: jsonargparse turns `pipeline.lora_path=null` into the string "None"
             "--data.init_args.pipeline=" + json.dumps({"lora_path": str(lora) if variant == "lora" else None}),
-            f"--data.init_args.seed={seed}",
-            f"--data.init_args.cache_dir={work / 'cache' / variant}",
-            "--data.init_args.progress=false",
+            f"--data.init_args.synthesis.seed={seed}",
+            f"--data.init_args.synthesis.cache_dir={work / 'cache' / variant}",
+            "--data.init_args.synthesis.progress=false",
         ]  # fmt: skip
     cli = main(
         [
@@ -276,7 +276,8 @@ def parse_args() -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--synth-arg", dest="synth_args", action="append", default=[],
-        help="extra CLI arg of every segmenter run, e.g. --synth-arg=--data.init_args.num_images=500",
+        help="extra CLI arg of every segmenter run, e.g. "
+        "--synth-arg=--data.init_args.synthesis.num_images=500",
     )  # fmt: skip
     parser.add_argument(
         "--real-arg", dest="real_args", action="append", default=[],

@@ -18,12 +18,8 @@ from synthmask.datamodules.dataset import (
     seed_worker,
 )
 from synthmask.datamodules.loaders import build_loader
-from synthmask.datamodules.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    build_train_transform,
-    build_val_transform,
-)
+from synthmask.datamodules.settings import AugmentConfig, LoaderConfig
+from synthmask.datamodules.transforms import build_val_transform
 
 SPLITS = ("train", "val")
 
@@ -77,20 +73,14 @@ class SegmentationDataModule(LightningDataModule):
 
     Args:
         root: data set folder (meaning depends on the subclass).
-        batch_size: train batch size.
-        num_workers: DataLoader worker processes (persistent when > 0).
-        crop_size: train crop, an int (square) or [height, width].
-        scale_range: [low, high] random scale factors for training.
-        hflip_prob: probability of a horizontal flip in training.
-        rot90_prob: probability of a turn by a random multiple of 90 degrees in training (for
-            orientation-free classes; needs a square crop; 0 = off).
-        base_size: if set, training images are first resized so their shorter side is this.
+        loader: the loaders (`LoaderConfig`: batch_size, num_workers, pin_memory), shared with
+            `SyntheticSegDataModule`.
+        augment: training augmentation and normalization (`AugmentConfig`: crop_size,
+            scale_range, hflip_prob, rot90_prob, base_size, mean, std), shared likewise.
         val_resize: if set, validation images are resized so their longer side is this.
         val_pad_to: if set, validation images are padded (mask 255) to at least this size.
-        val_batch_size: validation batch size (default: `batch_size`); batches are padded to
-            their largest image (mask 255), so sizes may differ within a batch.
-        mean, std: normalization (default ImageNet).
-        pin_memory: pin host memory in the loaders (helps on GPU).
+        val_batch_size: validation batch size (default: `loader.batch_size`); batches are padded
+            to their largest image (mask 255), so sizes may differ within a batch.
 
     Every batch is a dict: "image" float32 (B, 3, H, W), "mask" int64 (B, H, W) with ids
     0..num_classes-1 and 255 = ignore, "name" list[str]. `num_classes` and `class_names` are set
@@ -103,32 +93,27 @@ class SegmentationDataModule(LightningDataModule):
     def __init__(
         self,
         root: str,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        crop_size: int | list[int] = 512,
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        hflip_prob: float = 0.5,
-        rot90_prob: float = 0.0,
-        base_size: int | None = None,
+        loader: LoaderConfig | None = None,
+        augment: AugmentConfig | None = None,
         val_resize: int | None = None,
         val_pad_to: int | list[int] | None = None,
         val_batch_size: int | None = None,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
-        pin_memory: bool = False,
     ) -> None:
         super().__init__()
+        loader = loader or LoaderConfig()
+        augment = augment or AugmentConfig()
         self.save_hyperparameters()
+        loader.check()
         self.root = require_root(root, type(self).__name__, self.layout_hint)
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
+        self.loader = loader
+        self.augment = augment
+        self.batch_size = loader.batch_size
+        self.val_batch_size = val_batch_size or loader.batch_size
+        self.num_workers = loader.num_workers
+        self.pin_memory = loader.pin_memory
         # Built now so a bad crop/scale config fails at instantiation, not mid-training.
-        self.train_transform = build_train_transform(
-            crop_size, scale_range, hflip_prob, base_size, mean, std, rot90_prob=rot90_prob
-        )
-        self.val_transform = build_val_transform(val_resize, val_pad_to, mean, std)
+        self.train_transform = augment.train_transform()
+        self.val_transform = build_val_transform(val_resize, val_pad_to, augment.mean, augment.std)
         self.datasets: dict[str, SegmentationFileDataset] = {}
 
     # ---- subclass interface -------------------------------------------------------------

@@ -71,8 +71,8 @@ class CityscapesDataModule(SegmentationDataModule):
     Args:
         root: the folder holding `leftImg8bit/` and `gtFine/`.
         train_split, val_split: split folder names (e.g. "train", "val", or "train_extra" ...).
-        **kwargs: loader/transform options of `SegmentationDataModule` (the usual Cityscapes
-            recipe: crop_size [512, 1024], scale_range [0.5, 2.0]).
+        **kwargs: `loader`, `augment` and val options of `SegmentationDataModule` (the usual
+            Cityscapes recipe: augment.crop_size [512, 1024], augment.scale_range [0.5, 2.0]).
     """
 
     layout_hint = CITYSCAPES_LAYOUT

@@ -76,7 +76,7 @@ class FolderSegDataModule(SegmentationDataModule):
         root: the folder holding images/, masks/ and classes.txt.
         val_fraction: share of images used for validation when there is no splits/ folder.
         split_seed: seed of that split (same seed, same split on every machine).
-        **kwargs: loader/transform options of `SegmentationDataModule`.
+        **kwargs: `loader`, `augment` and val options of `SegmentationDataModule`.
     """
 
     layout_hint = FOLDER_LAYOUT

@@ -158,7 +158,7 @@ class ImageNetSDataModule(SegmentationDataModule):
             folder and its parent, else the sorted <wnid> folder names of the annotated splits
             (used only when there are exactly `subset` of them).
         readable_names: class names as words ("goldfish") instead of WordNet ids.
-        **kwargs: loader/transform options of `SegmentationDataModule`.
+        **kwargs: `loader`, `augment` and val options of `SegmentationDataModule`.
     """
 
     layout_hint = LAYOUT

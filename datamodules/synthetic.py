@@ -32,13 +32,18 @@ from torch.utils.data import DataLoader
 from synthmask.cache import SampleCache, SampleRecord
 from synthmask.datamodules.dataset import pad_collate
 from synthmask.datamodules.reliability_pruning import pruned_subset
+from synthmask.datamodules.settings import (
+    AugmentConfig,
+    LoaderConfig,
+    PruningConfig,
+    SynthesisConfig,
+)
 from synthmask.datamodules.synthetic_dataset import (
     SynthesisCounters,
     SyntheticSegDataset,
     rank_and_world,
     seed_synthetic_worker,
 )
-from synthmask.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, build_train_transform
 from synthmask.diffusion.capture import CaptureConfig
 from synthmask.diffusion.pipeline import PipelineConfig, resolve_local_dir
 from synthmask.diffusion.resolutions import attention_geometry
@@ -55,8 +60,6 @@ from synthmask.synthesis_plan import (
     owned_indices,
 )
 from synthmask.synthesis_processes import check_processes, synthesize_in_processes
-
-MODES = ("ahead", "on_the_fly")
 
 
 class SyntheticSegDataModule(LightningDataModule):
@@ -77,30 +80,32 @@ class SyntheticSegDataModule(LightningDataModule):
             at the sides the pipeline's UNet has at the sampling size.
         capture: attention capture (`CaptureConfig`: step window, cross-attention sides); only
             needed to narrow the step window or the sides, never for a mask method's needs.
-        num_images: size of the synthetic training set.
-        synthesis_batch_size: diffusion batch size.
-        synthesis_processes: ahead-of-time synthesis on a CPU in this many processes, each with
-            an equal share of torch's threads (1 = in the training process). On 2 cores, 2
-            one-thread processes draw 1.3x as many images/s as one two-thread process.
-        cache_dir: the sample cache (shared by every run with the same settings).
-        mode: "ahead" or "on_the_fly" (see the module docstring).
-        seed: seed of the plan (prompt i and image seed i depend only on it and i).
+        synthesis: how many samples, where cached, how generated (`SynthesisConfig`:
+            num_images, batch_size (diffusion), processes, cache_dir, mode ("ahead" or
+            "on_the_fly", see the module docstring), seed of the plan, shard_size, progress).
         val_data: a real-data module for validation/test (e.g. VOCDataModule); its class count
             must equal this module's.
-        batch_size, num_workers, crop_size, scale_range, hflip_prob, rot90_prob, base_size, mean,
-            std, pin_memory: training loader and augmentation, as in the real data modules.
-        shard_size: samples per cache shard in ahead-of-time synthesis.
-        progress: show the synthesis progress bar (images/s, cache hits).
+        loader: the training loader (`LoaderConfig`: batch_size, num_workers, pin_memory), as in
+            the real data modules.
+        augment: training augmentation (`AugmentConfig`: crop_size, scale_range, hflip_prob,
+            rot90_prob, base_size, mean, std), as in the real data modules.
+        pruning: reliability-based pruning (`PruningConfig`: share of the least reliable samples
+            to drop, 0 = keep all; per_class). Reads every sample (generating missing ones) when
+            the training loader is built.
         wandb_log: after `synthmask synthesize`, the config's `SynthesisStatsCallback` logs a
             sample grid (images, pseudo-masks, reliability) and the synthesis stats to W&B: None =
             when a W&B run is active, True = always (starts a run if needed), False = never (the
             data module itself never calls W&B).
         wandb_samples: images in that grid.
         wandb_project: project of a run started by `wandb_log: true`.
-        prune_share: reliability-based pruning: drop this share of the training samples whose
-            pseudo-masks are least reliable (mean margin; 0 = keep all). Reads every sample
-            (generating missing ones) when the training loader is built.
-        prune_per_class: prune within each dominant class instead of over the whole set.
+
+    A config reads as named blocks (cache keys depend on what is synthesized, not on this
+    layout):
+
+        synthesis: {num_images: 1280, batch_size: 32, cache_dir: synthmask_cache}
+        loader: {batch_size: 16}
+        augment: {crop_size: 32, scale_range: [1.0, 1.0]}
+        pruning: {share: 0.25}
     """
 
     def __init__(
@@ -111,45 +116,25 @@ class SyntheticSegDataModule(LightningDataModule):
         prompts: PromptConfig | ScenePromptConfig | None = None,
         mask: MaskMethodConfig | None = None,
         capture: CaptureConfig | None = None,
-        num_images: int = 2000,
-        synthesis_batch_size: int = 8,
-        synthesis_processes: int = 1,
-        cache_dir: str | Path = "synthmask_cache",
-        mode: str = "ahead",
-        seed: int = 0,
+        synthesis: SynthesisConfig | None = None,
         val_data: LightningDataModule | None = None,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        crop_size: int | list[int] = 512,
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        hflip_prob: float = 0.5,
-        rot90_prob: float = 0.0,
-        base_size: int | None = None,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
-        pin_memory: bool = False,
-        shard_size: int = 64,
-        progress: bool = True,
+        loader: LoaderConfig | None = None,
+        augment: AugmentConfig | None = None,
+        pruning: PruningConfig | None = None,
         wandb_log: bool | None = None,
         wandb_samples: int = 16,
         wandb_project: str = "synthmask",
-        prune_share: float = 0.0,
-        prune_per_class: bool = True,
     ) -> None:
         super().__init__()
+        synthesis = synthesis or SynthesisConfig()
+        loader = loader or LoaderConfig()
+        augment = augment or AugmentConfig()
+        pruning = pruning or PruningConfig()
         self.save_hyperparameters(ignore=["val_data"])
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r}; use one of {list(MODES)}.")
-        for name, value in (("num_images", num_images), ("synthesis_batch_size", synthesis_batch_size),
-                            ("batch_size", batch_size), ("shard_size", shard_size)):  # fmt: skip
-            if value < 1:
-                raise ValueError(f"{name}={value}; it must be at least 1.")
+        synthesis.check()
+        loader.check()
+        pruning.check()
         resolve_local_dir(pipeline.model)  # a missing / non-pipeline local dir fails here
-        if not str(cache_dir).strip():
-            raise ValueError(
-                "cache_dir is empty; give the folder of the sample cache, e.g. "
-                "`--data.init_args.cache_dir=synthmask_cache` (the default)."
-            )
         if isinstance(mask, MaskConfig):  # Python callers may pass the engine's MaskConfig
             mask = MaskMethodConfig.from_mask_config(mask)
         self.mask_method = mask if mask is not None else Attn2MaskConfig()
@@ -159,33 +144,20 @@ class SyntheticSegDataModule(LightningDataModule):
         self.vocabulary = get_vocabulary(vocabulary, categories)
         self.labels = LabelSpace.from_vocabulary(self.vocabulary)
         self.prompt_config = prompts or PromptConfig()
-        self.prompt_config.prompts(self.vocabulary, 1, seed)  # unknown classes/templates fail now
+        # unknown classes/templates fail now
+        self.prompt_config.prompts(self.vocabulary, 1, synthesis.seed)
         self.synthesizer = SampleSynthesizer(pipeline, self.labels, capture_settings, mask_settings)
-        self.num_images = num_images
-        self.synthesis_batch_size = synthesis_batch_size
-        check_processes(synthesis_processes, pipeline.device)
-        self.synthesis_processes = synthesis_processes
-        self.cache_dir = Path(cache_dir).expanduser()
-        self.mode = mode
-        self.seed = seed
+        check_processes(synthesis.processes, pipeline.device)
+        self.synthesis = synthesis
+        self.loader = loader
+        self.augment = augment
+        self.pruning = pruning
+        self.cache_dir = Path(synthesis.cache_dir).expanduser()
         self.val_data = val_data
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.shard_size = shard_size
-        self.progress = progress
         self.wandb_log = wandb_log
         self.wandb_samples = wandb_samples
         self.wandb_project = wandb_project
-        if not 0.0 <= prune_share < 1.0:
-            raise ValueError(
-                f"prune_share={prune_share}; use a fraction in [0, 1) (0 = no pruning)."
-            )
-        self.prune_share = prune_share
-        self.prune_per_class = prune_per_class
-        self.train_transform = build_train_transform(
-            crop_size, scale_range, hflip_prob, base_size, mean, std, rot90_prob=rot90_prob
-        )
+        self.train_transform = augment.train_transform()
         self.train_transform.add_targets({"reliability": "mask", "margin": "mask"})
         self.counters = SynthesisCounters()
         self.synthesis_report: SynthesisReport | None = None
@@ -224,8 +196,10 @@ class SyntheticSegDataModule(LightningDataModule):
     def plan(self) -> list[SampleSpec]:
         """The (prompt, seed, key) of every training sample (built once)."""
         if self._specs is None:
-            prompts = self.prompt_config.prompts(self.vocabulary, self.num_images, self.seed)
-            self._specs = build_plan(prompts, self.seed, self.synthesizer.fingerprint())
+            prompts = self.prompt_config.prompts(
+                self.vocabulary, self.synthesis.num_images, self.synthesis.seed
+            )
+            self._specs = build_plan(prompts, self.synthesis.seed, self.synthesizer.fingerprint())
         return self._specs
 
     def _open_cache(self) -> SampleCache:
@@ -271,11 +245,11 @@ class SyntheticSegDataModule(LightningDataModule):
             self.synthesizer,
             self._open_cache(),
             mine,
-            self.synthesis_batch_size,
-            self.synthesis_processes,
+            self.synthesis.batch_size,
+            self.synthesis.processes,
             writer_label=f"r{rank}",
-            shard_size=self.shard_size,
-            progress=self.progress,
+            shard_size=self.synthesis.shard_size,
+            progress=self.synthesis.progress,
             desc=f"synthesize rank {rank}/{world}" if world > 1 else "synthesize",
         )
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -304,7 +278,7 @@ class SyntheticSegDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self._train is None:
             self._pin_cuda_device()
-            if self.mode == "ahead":
+            if self.synthesis.mode == "ahead":
                 self.synthesize()  # fit logs via SynthesisStatsCallback
                 self.synthesizer.release()  # training needs the memory; reloaded on a miss
             self._open_cache()
@@ -313,7 +287,7 @@ class SyntheticSegDataModule(LightningDataModule):
                 self.cache_dir,
                 self.train_transform,
                 synthesizer=self.synthesizer,  # regenerates samples lost to corruption too
-                synthesis_batch_size=self.synthesis_batch_size,
+                synthesis_batch_size=self.synthesis.batch_size,
                 counters=self.counters,
             )
         if self.val_data is not None:
@@ -324,22 +298,22 @@ class SyntheticSegDataModule(LightningDataModule):
         if self._train is None:
             self.setup("fit")
         uses_cuda = str(self.synthesizer.pipeline.device).startswith("cuda")
-        spawn = self.mode == "on_the_fly" and uses_cuda and self.num_workers > 0
+        spawn = self.synthesis.mode == "on_the_fly" and uses_cuda and self.loader.num_workers > 0
         dataset = self._train
-        if self.prune_share > 0:
+        if self.pruning.share > 0:
             dataset = pruned_subset(
-                self._train, self.num_classes, self.prune_share, self.prune_per_class
+                self._train, self.num_classes, self.pruning.share, self.pruning.per_class
             )
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.loader.batch_size,
             shuffle=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
+            num_workers=self.loader.num_workers,
+            persistent_workers=self.loader.num_workers > 0,
+            pin_memory=self.loader.pin_memory,
             collate_fn=pad_collate,
             worker_init_fn=seed_synthetic_worker,
-            drop_last=len(dataset) >= self.batch_size,
+            drop_last=len(dataset) >= self.loader.batch_size,
             # CUDA cannot be used in forked workers: generate in spawned ones.
             multiprocessing_context="spawn" if spawn else None,
         )

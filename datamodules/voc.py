@@ -65,7 +65,7 @@ class VOCDataModule(SegmentationDataModule):
         sbd_mask_dir: folder (relative to VOC2012) of the augmented masks.
         sbd_train_list: train list (relative to VOC2012) for `use_sbd`.
         train_split, val_split: names of the lists in ImageSets/Segmentation.
-        **kwargs: loader/transform options of `SegmentationDataModule`.
+        **kwargs: `loader`, `augment` and val options of `SegmentationDataModule`.
     """
 
     layout_hint = VOC_LAYOUT

@@ -54,11 +54,11 @@ def check_processes(num_processes: int, device: str) -> None:
     """Refuse a process count below 1, and more than one process for a CUDA pipeline."""
     if num_processes < 1:
         raise ValueError(
-            f"synthesis_processes={num_processes}; use 1 or more (1 = no extra process)."
+            f"synthesis.processes={num_processes}; use 1 or more (1 = no extra process)."
         )
     if num_processes > 1 and str(device).startswith("cuda"):
         raise ValueError(
-            f"synthesis_processes={num_processes} is for CPU synthesis; with CUDA give each GPU "
+            f"synthesis.processes={num_processes} is for CPU synthesis; with CUDA give each GPU "
             "its own rank instead (torchrun --nproc_per_node=N synthmask synthesize ...)."
         )
 

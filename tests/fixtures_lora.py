@@ -49,13 +49,14 @@ def _cityscapes_synth(tmp_path: Path) -> list[str]:
 
 
 def _shapes_target_synth(tmp_path: Path) -> list[str]:
-    # ShapesWorldDataModule renders its val data: no root, padding or pinning to override.
+    # ShapesWorldDataModule renders its val data: no root, padding or loader block to override.
     generic = [
         arg
         for arg in synthetic_data_overrides(tmp_path)
-        if not arg.startswith((f"{VAL}.val_pad_to", f"{VAL}.pin_memory"))
+        if not arg.startswith((f"{VAL}.val_pad_to", f"{VAL}.loader."))
     ]
     return generic + [
+        f"{VAL}.num_workers=0",
         f"--data.init_args.pipeline.lora_path={tiny_lora_dir()}",
         "--data.init_args.pipeline.guidance_scale=3.0",
         f"{VAL}.n_val=4",

@@ -73,11 +73,11 @@ def _synthetic_overrides(tmp_path: Path) -> list[str]:
         "--data.init_args.pipeline.dtype=float32",
         "--data.init_args.pipeline.device=cpu",
         "--data.init_args.pipeline.num_inference_steps=2",
-        "--data.init_args.num_images=4",
-        "--data.init_args.synthesis_batch_size=2",
-        f"--data.init_args.cache_dir={tmp_path / 'synth_cache'}",
-        "--data.init_args.progress=false",
-        "--data.init_args.prune_share=0.25",  # exercises the pruning path (drops 1 of 4)
+        "--data.init_args.synthesis.num_images=4",
+        "--data.init_args.synthesis.batch_size=2",
+        f"--data.init_args.synthesis.cache_dir={tmp_path / 'synth_cache'}",
+        "--data.init_args.synthesis.progress=false",
+        "--data.init_args.pruning.share=0.25",  # exercises the pruning path (drops 1 of 4)
     ]
 
 
@@ -90,9 +90,9 @@ def _voc_synth_beco(tmp_path: Path) -> list[str]:
         "--data.init_args.pipeline.width=32",
         f"--data.init_args.val_data.init_args.root={make_voc(tmp_path / 'voc')}",
         "--data.init_args.val_data.init_args.val_batch_size=2",
-        "--data.init_args.val_data.init_args.num_workers=0",
+        "--data.init_args.val_data.init_args.loader.num_workers=0",
         "--data.init_args.val_data.init_args.val_pad_to=64",
-        "--data.init_args.val_data.init_args.pin_memory=false",
+        "--data.init_args.val_data.init_args.loader.pin_memory=false",
     ]
 
 

@@ -17,23 +17,33 @@ from fixtures_datasets import make_imagenet_s, make_voc
 _TINY_PIPELINE: list[Path] = []
 
 
-def make_synthetic_dm(pipe_dir: Path, cache_dir: Path, **overrides):
-    """A SyntheticSegDataModule on the tiny pipeline: 6 cat/dog images, 2 steps, batches of 3."""
+def make_synthetic_dm(
+    pipe_dir: Path,
+    cache_dir: Path,
+    synthesis: dict | None = None,
+    loader: dict | None = None,
+    augment: dict | None = None,
+    **overrides,
+):
+    """A SyntheticSegDataModule on the tiny pipeline: 6 cat/dog images, 2 steps, batches of 3.
+
+    `synthesis`, `loader` and `augment` are field overrides of those blocks (e.g.
+    `synthesis={"num_images": 8}`); other keyword arguments replace constructor arguments.
+    """
+    from synthmask.datamodules.settings import AugmentConfig, LoaderConfig, SynthesisConfig
     from synthmask.datamodules.synthetic import SyntheticSegDataModule
     from synthmask.diffusion.pipeline import PipelineConfig
     from synthmask.synthesis_plan import PromptConfig
 
+    synthesis_args = {"num_images": 6, "batch_size": 3, "cache_dir": str(cache_dir)}
     kwargs = dict(
         pipeline=PipelineConfig(model=str(pipe_dir), num_inference_steps=2),
         prompts=PromptConfig(classes=["cat", "dog"]),
-        num_images=6,
-        synthesis_batch_size=3,
-        cache_dir=str(cache_dir),
-        batch_size=3,
-        crop_size=32,
-        scale_range=(1.0, 1.0),
-        hflip_prob=0.0,
-        progress=False,
+        synthesis=SynthesisConfig(**{**synthesis_args, "progress": False, **(synthesis or {})}),
+        loader=LoaderConfig(**{"batch_size": 3, **(loader or {})}),
+        augment=AugmentConfig(
+            **{"crop_size": 32, "scale_range": (1.0, 1.0), "hflip_prob": 0.0, **(augment or {})}
+        ),
     )
     kwargs.update(overrides)
     return SyntheticSegDataModule(**kwargs)
@@ -61,13 +71,13 @@ def synthetic_data_overrides(tmp_path: Path) -> list[str]:
         f"{pipe}.num_inference_steps=2",
         f"{pipe}.height=32",  # the tiny pipeline's native size (no `null`: jsonargparse reads
         f"{pipe}.width=32",  # it as the string "None" inside nested dataclass init args)
-        f"{data}.num_images=4",
-        f"{data}.synthesis_batch_size=2",
-        f"{data}.cache_dir={tmp_path / 'synth_cache'}",
-        f"{data}.progress=false",
-        f"{val}.init_args.num_workers=0",
+        f"{data}.synthesis.num_images=4",
+        f"{data}.synthesis.batch_size=2",
+        f"{data}.synthesis.cache_dir={tmp_path / 'synth_cache'}",
+        f"{data}.synthesis.progress=false",
+        f"{val}.init_args.loader.num_workers=0",
         f"{val}.init_args.val_batch_size=2",
-        f"{val}.init_args.pin_memory=false",
+        f"{val}.init_args.loader.pin_memory=false",
         f"{val}.init_args.val_pad_to=32",  # fixture images are larger: a no-op
     ]
 

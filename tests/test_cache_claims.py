@@ -174,8 +174,8 @@ def test_two_datamodule_runs_one_killed_store_each_key_once(tmp_path: Path) -> N
         torch.set_num_threads(1)
         from pathlib import Path
         from fixtures_synthetic import make_synthetic_dm
-        dm = make_synthetic_dm(Path({str(pipe)!r}), Path({str(cache_dir)!r}), num_images={n},
-                               synthesis_batch_size=2, shard_size=2)
+        dm = make_synthetic_dm(Path({str(pipe)!r}), Path({str(cache_dir)!r}), synthesis={{
+                               "num_images": {n}, "batch_size": 2, "shard_size": 2}})
         print("REPORT", dm.synthesize(log_to_wandb=False))
         """
     )

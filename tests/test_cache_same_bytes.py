@@ -30,8 +30,8 @@ def test_batch_5_and_batch_8_store_the_same_samples_within_tolerance(tiny_pipeli
     torch.set_num_threads(1)
     caches = {}
     for batch in (5, 8):
-        dm = make_synthetic_dm(tiny_pipeline_dir, tmp_path / f"b{batch}", num_images=N,
-                               synthesis_batch_size=batch, shard_size=N)  # fmt: skip
+        dm = make_synthetic_dm(tiny_pipeline_dir, tmp_path / f"b{batch}", synthesis={
+            "num_images": N, "batch_size": batch, "shard_size": N})  # fmt: skip
         dm.synthesize(log_to_wandb=False)
         caches[batch] = SampleCache(tmp_path / f"b{batch}")
     assert sorted(caches[5].keys()) == sorted(caches[8].keys()) and len(caches[5]) == N

@@ -27,8 +27,9 @@ def _base(tmp_path: Path) -> list[str]:
         "--config", str(REPO / "experiments" / "voc_synth.yaml"),
         f"{pipe}.model={tiny_pipeline_dir()}", f"{pipe}.device=cpu", f"{pipe}.dtype=float32",
         f"{pipe}.num_inference_steps=2", f"{pipe}.height=32", f"{pipe}.width=32",
-        "--data.init_args.num_images=2", f"--data.init_args.cache_dir={tmp_path / 'cache'}",
-        "--data.init_args.progress=false",
+        "--data.init_args.synthesis.num_images=2",
+        f"--data.init_args.synthesis.cache_dir={tmp_path / 'cache'}",
+        "--data.init_args.synthesis.progress=false",
     ]  # fmt: skip
 
 
@@ -44,7 +45,7 @@ def run_console(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
     ("extra", "expected"),
     [
         (["--data.init_args.pipeline.guidance_scale=-1"], "guidance_scale=-1.0; it must be >= 0"),
-        (["--data.init_args.cache_dir="], "cache_dir is empty"),
+        (["--data.init_args.synthesis.cache_dir="], "cache_dir is empty"),
         (
             [
                 "--data.init_args.mask=SelfRefineMaskConfig",

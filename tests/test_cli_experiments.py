@@ -2,11 +2,12 @@
 (CLI mechanics, sweep specs and ``synthesize`` are tested in test_cli.py.)
 
 How a config is shrunk (``tiny_overrides``): trainer keys for one CPU step; the keys in
-``SMALL_DATA_ARGS`` only where the config sets them; a DeepLabV3+ net becomes a tiny
-``test_resnet`` one; data classes in ``fixture_data_args`` get a fixture set in the real layout;
-diffusion modules get the tiny random SD pipeline instead of hub / shipped / previous-run weights.
-The run's working directory is a tmp dir holding symlinks to the repository's top-level entries,
-so repository-relative inputs resolve while outputs (``runs/`` ...) land in tmp.
+``SMALL_DATA_ARGS`` only where the config sets them (a dotted key inside its block); a DeepLabV3+
+net becomes a tiny ``test_resnet`` one; data classes in ``fixture_data_args`` get a fixture set in
+the real layout; diffusion modules get the tiny random SD pipeline instead of hub / shipped /
+previous-run weights. The run's working directory is a tmp dir holding symlinks to the
+repository's top-level entries, so repository-relative inputs resolve while outputs (``runs/``
+...) land in tmp.
 
 Owners of other configs can add overrides without editing this file: a ``tests/fixtures_*.py``
 module may define ``EXPERIMENT_OVERRIDES = {"<config stem>": fn(tmp_path) -> list[str]}``
@@ -37,15 +38,19 @@ SWEEPS = sorted((REPO / "experiments" / "sweeps").glob("*.yaml"))
 # Top-level entries not mirrored into a test's working directory (outputs of earlier runs).
 NOT_MIRRORED = {"runs", "outputs", "data", "wandb", "lightning_logs", "checkpoints", "cache"}
 
+# Dotted keys name a field of a settings block (`loader:`, `augment:`); flat ones a data module's
+# own argument (modules without blocks, e.g. the shapes world, keep batch_size / num_workers).
 SMALL_DATA_ARGS = {
     "batch_size": 2,
+    "loader.batch_size": 2,
     "val_batch_size": 2,
     "num_workers": 0,
-    "crop_size": 32,
+    "loader.num_workers": 0,
+    "augment.crop_size": 32,
     # Not `null`: after some parses jsonargparse reads it as the string "None" for these types.
     "val_pad_to": 32,  # no-op: fixture images are at least 32 px
     "val_resize": 64,
-    "pin_memory": "false",
+    "loader.pin_memory": "false",
     "resolution": 32,
     "max_images": 2,
 }
@@ -121,6 +126,17 @@ def _slow_stems() -> set[str]:
     return stems
 
 
+def _sets(init_args: dict, dotted: str) -> bool:
+    """Whether ``init_args`` sets ``dotted`` (``"loader.batch_size"``: key batch_size of block
+    loader)."""
+    node: object = init_args
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 def tiny_overrides(config: dict, tmp_path: Path, pipeline: Callable[[], Path]) -> list[str]:
     """CLI arguments that make ``config`` run in seconds on a CPU (see the module docstring)."""
     args = [
@@ -148,7 +164,7 @@ def tiny_overrides(config: dict, tmp_path: Path, pipeline: Callable[[], Path]) -
         args += diffusion_overrides(model_init, pipeline)
     data = config.get("data") or {}
     data_init = data.get("init_args") or {}
-    args += [f"--data.init_args.{k}={v}" for k, v in SMALL_DATA_ARGS.items() if k in data_init]
+    args += [f"--data.init_args.{k}={v}" for k, v in SMALL_DATA_ARGS.items() if _sets(data_init, k)]
     builder = fixture_data_args().get(data.get("class_path", ""))
     if builder is not None:
         args += builder(tmp_path)

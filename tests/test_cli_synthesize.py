@@ -46,8 +46,9 @@ def synthesize_args(pipe_dir: Path, cache_dir: Path, method: str) -> list[str]:
         "--config", str(VOC_SYNTH),
         f"{pipe}.model={pipe_dir}", f"{pipe}.device=cpu", f"{pipe}.dtype=float32",
         f"{pipe}.num_inference_steps=2", f"{pipe}.height=32", f"{pipe}.width=32",
-        "--data.init_args.num_images=2", f"--data.init_args.cache_dir={cache_dir}",
-        "--data.init_args.progress=false",
+        "--data.init_args.synthesis.num_images=2",
+        f"--data.init_args.synthesis.cache_dir={cache_dir}",
+        "--data.init_args.synthesis.progress=false",
         f"--data.init_args.mask={METHODS[method]}",
     ]  # fmt: skip
 

@@ -36,10 +36,11 @@ from synthmask.datamodules.imagenet_s import (
     parse_categories_file,
     read_imagenet_s_mask,
 )
+from synthmask.datamodules.settings import AugmentConfig, LoaderConfig
 from synthmask.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, build_train_transform
 from synthmask.datamodules.voc import VOC_CLASS_NAMES, VOCDataModule
 
-SMALL = {"batch_size": 2, "crop_size": 32}
+SMALL = {"loader": LoaderConfig(batch_size=2), "augment": AugmentConfig(crop_size=32)}
 
 
 def values(mask: torch.Tensor) -> set[int]:
@@ -110,7 +111,7 @@ def test_voc_sbd_train_list(tmp_path: Path) -> None:
 
 
 def test_voc_real_samples_conformance(realdata_dir: Path) -> None:
-    dm = VOCDataModule(root=str(realdata_dir), batch_size=1)
+    dm = VOCDataModule(root=str(realdata_dir), loader=LoaderConfig(batch_size=1))
     dm.setup("validate")
     dataset = dm.datasets["val"]
     expected = {
@@ -251,7 +252,7 @@ def test_folder_seeded_split_and_batches(folder_root: Path) -> None:
 
 def test_folder_split_files_and_palette_masks(tmp_path: Path) -> None:
     root = make_folder_dataset(tmp_path, n_images=4, with_splits=True, palette_masks=True)
-    dm = FolderSegDataModule(root=str(root), batch_size=1)
+    dm = FolderSegDataModule(root=str(root), loader=LoaderConfig(batch_size=1))
     assert dm.split_stems() == {"train": ["img_0000", "img_0001", "img_0002"], "val": ["img_0003"]}
     dm.setup("validate")
     item = dm.datasets["val"][0]
@@ -357,7 +358,11 @@ def test_pad_collate_pads_masks_with_ignore() -> None:
 
 
 def test_loader_options_and_reproducible_augmentation(folder_root: Path) -> None:
-    dm = FolderSegDataModule(root=str(folder_root), num_workers=2, batch_size=4, crop_size=24)
+    dm = FolderSegDataModule(
+        root=str(folder_root),
+        loader=LoaderConfig(num_workers=2, batch_size=4),
+        augment=AugmentConfig(crop_size=24),
+    )
     loader = dm.train_dataloader()
     assert loader.persistent_workers and loader.drop_last and loader.num_workers == 2
     assert not dm.val_dataloader().drop_last
@@ -378,15 +383,15 @@ def test_yaml_style_init_args(folder_root: Path) -> None:
         {
             "data": {
                 "root": str(folder_root),
-                "crop_size": [16, 24],
-                "scale_range": [0.75, 1.25],
-                "batch_size": 3,
+                "augment": {"crop_size": [16, 24], "scale_range": [0.75, 1.25]},
+                "loader": {"batch_size": 3},
                 "val_pad_to": 40,
             }
         }  # fmt: skip
     )
     dm = parser.instantiate_classes(config)["data"]
-    assert dm.hparams.scale_range == (0.75, 1.25)
+    assert dm.hparams.augment.scale_range == (0.75, 1.25)
+    assert dm.augment.crop_size == [16, 24] and dm.loader.batch_size == 3
     check_batch(next(iter(dm.train_dataloader())), 3, 16, 24)
     check_batch(next(iter(dm.val_dataloader())), 2, 40, 40)
 
@@ -466,7 +471,11 @@ def test_colour_mask_refused(folder_root: Path) -> None:
 
 def test_workers_do_not_repeat_augmentations(folder_root: Path) -> None:
     """Forked workers copy the transform's generator; seed_worker must give each its own."""
-    dm = FolderSegDataModule(root=str(folder_root), batch_size=1, num_workers=2, crop_size=24)
+    dm = FolderSegDataModule(
+        root=str(folder_root),
+        loader=LoaderConfig(batch_size=1, num_workers=2),
+        augment=AugmentConfig(crop_size=24),
+    )
     dataset = dm.build_dataset("train")
     dataset.samples = [dataset.samples[0]] * 4  # same image: only augmentation differs
     dm.datasets["train"] = dataset

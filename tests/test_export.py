@@ -51,7 +51,7 @@ def test_voc_export_reads_back_in_torchvision_and_voc_datamodule(cache, tmp_path
         np.testing.assert_array_equal(np.asarray(reliability), record.reliability)
     root = out / "VOCdevkit" / "VOC2012"
     assert (root / "classes.txt").read_text().splitlines() == CLASSES
-    dm = VOCDataModule(root=str(out), num_workers=0)
+    dm = VOCDataModule(root=str(out))
     samples = dm.find_samples("train")
     assert [s.name for s in samples] == [name for name, _ in _items()]
     dataset = dm.build_dataset("train")
@@ -61,7 +61,7 @@ def test_voc_export_reads_back_in_torchvision_and_voc_datamodule(cache, tmp_path
 def test_folder_export_is_read_exactly_by_folder_datamodule(cache, tmp_path) -> None:
     out = tmp_path / "folder"
     export_cache(cache, _items(), CLASSES, out, "folder")
-    dm = FolderSegDataModule(root=str(out), val_fraction=0.0, num_workers=0)
+    dm = FolderSegDataModule(root=str(out), val_fraction=0.0)
     assert dm.class_names == CLASSES
     stems = sorted(p.stem for p in (out / "images").iterdir())
     assert stems == [name for name, _ in _items()]

@@ -335,6 +335,7 @@ def test_shapes_scene_prompts_use_world_ids() -> None:
 
 
 def test_scene_prompts_give_multiclass_pseudo_masks_with_the_lora(trained, tiny_dir: Path) -> None:
+    from synthmask.datamodules.settings import AugmentConfig, LoaderConfig, SynthesisConfig
     from synthmask.datamodules.synthetic import SyntheticSegDataModule
 
     data = SyntheticSegDataModule(
@@ -343,9 +344,12 @@ def test_scene_prompts_give_multiclass_pseudo_masks_with_the_lora(trained, tiny_
         ),
         vocabulary="cityscapes",
         prompts=ScenePromptConfig(scenes="cityscapes", min_subjects=2),
-        num_images=2, synthesis_batch_size=2, cache_dir=str(trained["tmp"] / "cache"),
-        batch_size=2, crop_size=IMAGE, scale_range=(1.0, 1.0), hflip_prob=0.0, progress=False,
-    )  # fmt: skip
+        synthesis=SynthesisConfig(
+            num_images=2, batch_size=2, cache_dir=str(trained["tmp"] / "cache"), progress=False
+        ),
+        loader=LoaderConfig(batch_size=2),
+        augment=AugmentConfig(crop_size=IMAGE, scale_range=(1.0, 1.0), hflip_prob=0.0),
+    )
     assert data.num_classes == 19
     data.setup("fit")
     vocab = cityscapes_vocabulary()

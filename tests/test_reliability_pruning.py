@@ -136,6 +136,12 @@ def test_reliability_media_logger_logs_heatmaps_and_disagreement_and_warns_once(
 # slow: synthesis with the tiny pipeline; the CLI test of voc_synth_beco prunes by default.
 @pytest.mark.slow
 def test_synthetic_data_module_prunes_least_reliable_samples(tmp_path) -> None:
+    from synthmask.datamodules.settings import (
+        AugmentConfig,
+        LoaderConfig,
+        PruningConfig,
+        SynthesisConfig,
+    )
     from synthmask.datamodules.synthetic import SyntheticSegDataModule
     from synthmask.diffusion.pipeline import PipelineConfig
     from synthmask.diffusion.tiny import build_tiny_pipeline
@@ -146,16 +152,12 @@ def test_synthetic_data_module_prunes_least_reliable_samples(tmp_path) -> None:
     dm = SyntheticSegDataModule(
         pipeline=PipelineConfig(model=str(tiny_pipeline_dir), num_inference_steps=2),
         prompts=PromptConfig(classes=["cat", "dog"]),
-        num_images=4,
-        synthesis_batch_size=4,
-        cache_dir=str(tmp_path / "cache"),
-        batch_size=2,
-        crop_size=32,
-        scale_range=(1.0, 1.0),
-        hflip_prob=0.0,
-        progress=False,
-        prune_share=0.5,
-        prune_per_class=False,
+        synthesis=SynthesisConfig(
+            num_images=4, batch_size=4, cache_dir=str(tmp_path / "cache"), progress=False
+        ),
+        loader=LoaderConfig(batch_size=2),
+        augment=AugmentConfig(crop_size=32, scale_range=(1.0, 1.0), hflip_prob=0.0),
+        pruning=PruningConfig(share=0.5, per_class=False),
     )
     dataset = dm.train_dataloader().dataset
     assert len(dataset) == 2
@@ -167,9 +169,9 @@ def test_synthetic_data_module_prunes_least_reliable_samples(tmp_path) -> None:
         region = foreground if foreground.any() else record.mask == 0
         scores.append(margin[region].mean())
     assert sorted(dataset.indices) == sorted(np.argsort(scores, kind="stable")[2:].tolist())
-    with pytest.raises(ValueError, match="prune_share"):
+    with pytest.raises(ValueError, match=r"pruning\.share=1\.0; use a fraction in \[0, 1\)"):
         SyntheticSegDataModule(
             pipeline=PipelineConfig(model=str(tiny_pipeline_dir)),
-            cache_dir=str(tmp_path / "c2"),
-            prune_share=1.0,
+            synthesis=SynthesisConfig(cache_dir=str(tmp_path / "c2")),
+            pruning=PruningConfig(share=1.0),
         )

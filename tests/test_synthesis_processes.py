@@ -25,10 +25,15 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def make_dm(pipe_dir: Path, cache_dir: Path, **overrides) -> SyntheticSegDataModule:
+def make_dm(
+    pipe_dir: Path, cache_dir: Path, synthesis: dict | None = None, **overrides
+) -> SyntheticSegDataModule:
     """7 images in batches of 2: 4 batches, the last one short."""
     return make_synthetic_dm(
-        pipe_dir, cache_dir, **{"num_images": 7, "synthesis_batch_size": 2, **overrides}
+        pipe_dir,
+        cache_dir,
+        synthesis={"num_images": 7, "batch_size": 2, **(synthesis or {})},
+        **overrides,
     )
 
 
@@ -56,7 +61,7 @@ def test_split_batches_keeps_the_batches_of_one_process() -> None:
 def test_two_processes_make_the_same_samples_each_once(tiny_pipeline_dir, tmp_path):
     serial = make_dm(tiny_pipeline_dir, tmp_path / "serial")
     serial.synthesize()
-    dm = make_dm(tiny_pipeline_dir, tmp_path / "parallel", synthesis_processes=2)
+    dm = make_dm(tiny_pipeline_dir, tmp_path / "parallel", synthesis={"processes": 2})
     report = dm.synthesize()
     assert (report.generated, report.cache_hits, report.total) == (7, 0, 7)
     assert report.images_per_second > 0
@@ -68,7 +73,9 @@ def test_two_processes_make_the_same_samples_each_once(tiny_pipeline_dir, tmp_pa
         a, b = one[spec.key], two[spec.key]
         assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
         assert (a.mask == b.mask).mean() >= 0.99
-    rerun = make_dm(tiny_pipeline_dir, tmp_path / "parallel", synthesis_processes=2).synthesize()
+    rerun = make_dm(
+        tiny_pipeline_dir, tmp_path / "parallel", synthesis={"processes": 2}
+    ).synthesize()
     assert (rerun.generated, rerun.cache_hits) == (0, 7)
 
 
@@ -81,13 +88,15 @@ def test_failed_process_is_reported_and_a_rerun_resumes(tiny_pipeline_dir, tmp_p
         return generate(self, specs)
 
     monkeypatch.setattr(SampleSynthesizer, "generate", fails_on_late_samples)  # forked: inherited
-    dm = make_dm(tiny_pipeline_dir, tmp_path / "cache", num_images=4, synthesis_processes=2)
+    dm = make_dm(tiny_pipeline_dir, tmp_path / "cache", synthesis={"num_images": 4, "processes": 2})
     with pytest.raises(RuntimeError, match=r"1 of 2 synthesis processes failed.*rerun resumes"):
         dm.synthesize()
     _, keys = manifest_writers_and_keys(tmp_path / "cache")
     assert sorted(keys) == sorted(spec.key for spec in dm.plan()[:2])  # process 0's batch
     monkeypatch.setattr(SampleSynthesizer, "generate", generate)
-    rerun = make_dm(tiny_pipeline_dir, tmp_path / "cache", num_images=4, synthesis_processes=2)
+    rerun = make_dm(
+        tiny_pipeline_dir, tmp_path / "cache", synthesis={"num_images": 4, "processes": 2}
+    )
     report = rerun.synthesize()
     assert (report.generated, report.cache_hits) == (2, 2)
 
@@ -95,6 +104,6 @@ def test_failed_process_is_reported_and_a_rerun_resumes(tiny_pipeline_dir, tmp_p
 def test_processes_are_refused_for_cuda_and_below_one(tiny_pipeline_dir, tmp_path):
     cuda = PipelineConfig(model=str(tiny_pipeline_dir), device="cuda")
     with pytest.raises(ValueError, match="torchrun"):
-        make_dm(tiny_pipeline_dir, tmp_path / "c", pipeline=cuda, synthesis_processes=2)
-    with pytest.raises(ValueError, match="synthesis_processes=0"):
-        make_dm(tiny_pipeline_dir, tmp_path / "c", synthesis_processes=0)
+        make_dm(tiny_pipeline_dir, tmp_path / "c", pipeline=cuda, synthesis={"processes": 2})
+    with pytest.raises(ValueError, match=r"synthesis\.processes=0"):
+        make_dm(tiny_pipeline_dir, tmp_path / "c", synthesis={"processes": 0})

@@ -18,6 +18,7 @@ from fixtures_synthetic import make_synthetic_dm
 
 from synthmask import synthesis
 from synthmask.cache import CacheNotWritableError, SampleCache
+from synthmask.datamodules.settings import LoaderConfig
 from synthmask.datamodules.voc import VOCDataModule
 from synthmask.diffusion.pipeline import PipelineConfig
 from synthmask.prompts import get_vocabulary, imagenet_s_vocabulary, load_wordnet_table
@@ -117,10 +118,12 @@ def test_rerun_hits_cache_and_growing_plan_generates_only_new(tiny_pipeline_dir,
     rerun = make_dm(tiny_pipeline_dir, tmp_path / "cache").synthesize()
     assert (rerun.generated, rerun.cache_hits) == (0, 6)
     assert sorted((tmp_path / "cache" / "shards").iterdir()) == shards_before
-    grown = make_dm(tiny_pipeline_dir, tmp_path / "cache", num_images=8).synthesize()
+    grown = make_dm(tiny_pipeline_dir, tmp_path / "cache", synthesis={"num_images": 8}).synthesize()
     assert (grown.generated, grown.cache_hits) == (2, 6)
     steps3 = PipelineConfig(model=str(tiny_pipeline_dir), num_inference_steps=3)
-    changed = make_dm(tiny_pipeline_dir, tmp_path / "cache", pipeline=steps3, num_images=3)
+    changed = make_dm(
+        tiny_pipeline_dir, tmp_path / "cache", pipeline=steps3, synthesis={"num_images": 3}
+    )
     assert changed.synthesize().generated == 3  # another sampler setting: other keys
     assert (
         len(set(manifest_keys(tmp_path / "cache"))) == len(manifest_keys(tmp_path / "cache")) == 11
@@ -128,7 +131,7 @@ def test_rerun_hits_cache_and_growing_plan_generates_only_new(tiny_pipeline_dir,
 
 
 def test_on_the_fly_writes_through_and_second_epoch_reads(tiny_pipeline_dir, tmp_path):
-    dm = make_dm(tiny_pipeline_dir, tmp_path / "cache", mode="on_the_fly")
+    dm = make_dm(tiny_pipeline_dir, tmp_path / "cache", synthesis={"mode": "on_the_fly"})
     dm.setup("fit")
     assert dm.synthesis_report is None and not manifest_keys(tmp_path / "cache")
     loader = dm.train_dataloader()
@@ -145,7 +148,12 @@ def test_on_the_fly_writes_through_and_second_epoch_reads(tiny_pipeline_dir, tmp
 
 
 def test_on_the_fly_workers_each_write_their_own_shards(tiny_pipeline_dir, tmp_path):
-    dm = make_dm(tiny_pipeline_dir, tmp_path / "cache", mode="on_the_fly", num_workers=2)
+    dm = make_dm(
+        tiny_pipeline_dir,
+        tmp_path / "cache",
+        synthesis={"mode": "on_the_fly"},
+        loader={"num_workers": 2},
+    )
     dm.setup("fit")
     names = [n for b in dm.train_dataloader() for n in b["name"]]
     assert len(names) == len(set(names)) == 6
@@ -177,7 +185,7 @@ def test_919_class_vocabulary_stores_uint16_masks(tiny_pipeline_dir, tmp_path):
         vocabulary="imagenet_s919",
         categories=wnids,
         prompts=PromptConfig(classes=[name]),
-        num_images=2,
+        synthesis={"num_images": 2},
     )
     dm.synthesize()
     record = SampleCache(tmp_path / "cache")[dm.plan()[0].key]
@@ -196,7 +204,7 @@ def test_919_class_vocabulary_stores_uint16_masks(tiny_pipeline_dir, tmp_path):
         ),
         ({"prompts": PromptConfig(classes=["unicorn"])}, KeyError, "not in vocabulary"),
         ({"prompts": PromptConfig(templates=["a photo of a thing"])}, ValueError, "class word"),
-        ({"mode": "sometimes"}, ValueError, "on_the_fly"),
+        ({"synthesis": {"mode": "sometimes"}}, ValueError, r"synthesis\.mode.*on_the_fly"),
         ({"vocabulary": "vocc"}, KeyError, "Did you mean"),
     ],
 )
@@ -310,7 +318,7 @@ def test_stats_callback_logs_synthesis_metrics(tiny_pipeline_dir, tmp_path):
 def test_wandb_sample_images_carry_mask_and_reliability_overlays(tiny_pipeline_dir, tmp_path):
     from synthmask.callbacks.synthesis_stats import synthesis_wandb_images
 
-    dm = make_dm(tiny_pipeline_dir, tmp_path / "cache", num_images=3)
+    dm = make_dm(tiny_pipeline_dir, tmp_path / "cache", synthesis={"num_images": 3})
     dm.synthesize()
     images = synthesis_wandb_images(dm.sample_records(2), dm.class_names)
     assert len(images) == 2
@@ -324,8 +332,10 @@ def test_wandb_sample_images_carry_mask_and_reliability_overlays(tiny_pipeline_d
 
 
 def test_validation_comes_from_the_real_data_module(tiny_pipeline_dir, tmp_path):
-    val = VOCDataModule(root=str(make_voc(tmp_path / "voc")), batch_size=2)
-    dm = make_dm(tiny_pipeline_dir, tmp_path / "cache", val_data=val, mode="on_the_fly")
+    val = VOCDataModule(root=str(make_voc(tmp_path / "voc")), loader=LoaderConfig(batch_size=2))
+    dm = make_dm(
+        tiny_pipeline_dir, tmp_path / "cache", val_data=val, synthesis={"mode": "on_the_fly"}
+    )
     dm.setup("validate")
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape[0] == 2 and batch["name"][0].startswith("2009_")
@@ -341,7 +351,7 @@ def _ddp_worker(rank: int, world: int, pipe_dir: str, cache_dir: str, port: int)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
-        dm = make_dm(Path(pipe_dir), Path(cache_dir), num_images=8, synthesis_batch_size=2)
+        dm = make_dm(Path(pipe_dir), Path(cache_dir), synthesis={"num_images": 8, "batch_size": 2})
         dm.setup("fit")  # each rank: its share, then a barrier, then all read
         assert dm.synthesis_report.generated == 4 and len(SampleCache(cache_dir)) == 8
     finally:

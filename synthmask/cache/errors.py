@@ -31,7 +31,7 @@ def _advice(root: Path, path: Path, err: OSError) -> str:
     if code == errno.EROFS:
         return f"{root} is on a read-only file system; pass a cache_dir on a writable one."
     return (
-        f"pass a writable directory as cache_dir (e.g. `--data.init_args.cache_dir="
+        f"pass a writable directory as cache_dir (e.g. `--data.init_args.synthesis.cache_dir="
         f"/scratch/synthmask-cache`) or fix its permissions (`chmod -R u+w {root}`); a read-only "
         "cache can only be read."
     )
