@@ -40,7 +40,7 @@ class ScenePromptConfig:
             of a street scene, cityscapes" / none). Match it to the LoRA's training caption.
         color_prob: shapes only: chance an object's colour is named. The default 1.0 matches the
             shipped shapes LDM's training captions (colour always named): without a colour its
-            generations name the shape ~0.2 less often (benchmarks/RESULTS.md, "Main job").
+            generations name the shape ~0.2 less often (CHANGELOG.md, 2026-11-25).
         synonyms: shapes only: draw shape synonyms ("disk") as well as class names.
     """
 
