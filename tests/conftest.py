@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +25,6 @@ def realdata_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _wandb_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Keep offline W&B runs of a test inside its tmp dir; afterwards end W&B's process-wide state
-    (an active run, the settings read at the first `wandb.init`), else a later test's run lands
-    in an earlier test's dir."""
+def _wandb_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep offline W&B runs of a test inside its tmp dir."""
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    yield
-    wandb = sys.modules.get("wandb")
-    if wandb is not None:
-        wandb.teardown()  # also forgets the settings (WANDB_DIR) read by the first run
