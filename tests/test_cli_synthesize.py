@@ -155,11 +155,24 @@ def test_synthesize_logs_its_sample_grid_to_wandb_when_asked(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    import wandb
+
+    # The run's own directory, not WANDB_DIR: W&B reads its settings once per process, so after
+    # another test's run a new run may land in that test's directory.
+    started = []
+    real_init = wandb.init
+
+    def recording_init(*init_args, **init_kwargs):
+        started.append(real_init(*init_args, **init_kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(wandb, "init", recording_init)
     args = synthesize_args(pipelines["sd1"], tmp_path / "cache", "attn2mask")
     main(["synthesize", *args, "--data.init_args.wandb_log=false"])
-    assert not list(tmp_path.rglob("*.wandb"))
+    assert not started
     main(["synthesize", *args, "--data.init_args.wandb_log=true"])
-    (history,) = tmp_path.rglob("run-*.wandb")
+    (run,) = started
+    (history,) = Path(run.settings.sync_dir).glob("run-*.wandb")
     assert (
         b"synth/samples" in history.read_bytes()
         and b"synth/ahead_cache_hit_rate" in history.read_bytes()
