@@ -159,6 +159,8 @@ def test_synthesize_logs_its_sample_grid_to_wandb_when_asked(
 
     # The run's own directory, not WANDB_DIR: W&B reads its settings once per process, so after
     # another test's run a new run may land in that test's directory.
+    if wandb.run is not None:  # a run another test left open would receive the logging
+        wandb.finish()
     started = []
     real_init = wandb.init
 
