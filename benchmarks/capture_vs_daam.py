@@ -158,8 +158,9 @@ def spacy_stand_in() -> None:
     sys.modules.update({"spacy": spacy, "spacy.tokens": tokens})
 
 
-def import_daam(venv: Path = DAAM_VENV) -> types.ModuleType | None:
-    """daam from ``venv`` (appended to sys.path), or None when it is not installed there."""
+def import_daam(venv: Path | None = None) -> types.ModuleType | None:
+    """daam from ``venv`` (default DAAM_VENV; appended to sys.path), or None when not there."""
+    venv = DAAM_VENV if venv is None else venv
     site = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
     if not (site / "daam" / "__init__.py").is_file():
         return None
@@ -175,8 +176,9 @@ def import_daam(venv: Path = DAAM_VENV) -> types.ModuleType | None:
     return daam
 
 
-def setup_daam(venv: Path = DAAM_VENV) -> None:
-    """Create ``venv`` and install daam into it without dependencies."""
+def setup_daam(venv: Path | None = None) -> None:
+    """Create ``venv`` (default DAAM_VENV) and install daam into it without dependencies."""
+    venv = DAAM_VENV if venv is None else venv
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps"]
     subprocess.run([*pip, f"daam=={DAAM_VERSION}"], check=True)
