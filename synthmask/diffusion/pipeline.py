@@ -22,6 +22,8 @@ from diffusers import (
 )
 from diffusers.utils import deprecation_utils as _deprecation_utils
 
+from synthmask.diffusion.vae_swap import replace_vae, vae_folder
+
 SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
     "ddim": (DDIMScheduler, {}),
     "pndm": (PNDMScheduler, {"skip_prk_steps": True}),
@@ -56,6 +58,10 @@ class PipelineConfig:
             callers of ``generate_with_attention``; None size = the model's default).
         lora_path: LoRA weights (file or dir from ``save_lora_weights``), fused at load.
         lora_scale: strength of the fused LoRA.
+        vae_path: an autoencoder that replaces the model's own (a ``save_pretrained`` VAE
+            folder, or a pipeline directory with ``vae/``), e.g. a decoder adapted to a new
+            domain with the encoder kept (experiments/shapes_target_decoder.yaml). Its latent
+            shape and scaling factor must match the model's.
         safety_checker: keep the model's NSFW safety checker (it blacks out flagged images,
             which then poison the pseudo-masks); off by default like the peers' pipelines.
     """
@@ -71,6 +77,7 @@ class PipelineConfig:
     width: int | None = None
     lora_path: str | None = None
     lora_scale: float = 1.0
+    vae_path: str | None = None
     safety_checker: bool = False
 
     def __post_init__(self) -> None:
@@ -206,6 +213,8 @@ def load_pipeline(cfg: PipelineConfig) -> DiffusionPipeline:
     pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, **scheduler_kwargs)
     if cfg.lora_path is not None:
         _fuse_lora(pipe, cfg)
+    if cfg.vae_path is not None:
+        replace_vae(pipe, cfg.vae_path, dtype)
     pipe.to(cfg.device)
     return pipe
 
@@ -275,5 +284,8 @@ def pipeline_fingerprint(cfg: PipelineConfig) -> str:
         if not lora.exists():
             raise FileNotFoundError(f"LoRA weights {lora} do not exist; fix `lora_path`.")
         lora_part = {"digest": _tree_digest(lora.resolve()), "scale": float(cfg.lora_scale)}
-    payload = json.dumps({"model": model_part, "lora": lora_part}, sort_keys=True)
+    parts: dict[str, Any] = {"model": model_part, "lora": lora_part}
+    if cfg.vae_path is not None:  # only when set, so the keys of existing caches stay
+        parts["vae"] = _tree_digest(vae_folder(cfg.vae_path).resolve())
+    payload = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()

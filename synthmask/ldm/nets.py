@@ -28,12 +28,15 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from synthmask.diffusion.pipeline import SHIPPED_MODEL_ALIAS
+from synthmask.diffusion.shipped import shipped_ldm_path
 from synthmask.ldm.recipe import build_shapes_text_encoder, build_shapes_unet, build_shapes_vae
 
 
 def _pipeline_part(pretrained: str, subfolder: str, what: str) -> Path:
-    """``pretrained`` itself when it is the part's folder, else its ``subfolder``."""
-    path = Path(pretrained)
+    """``pretrained`` itself when it is the part's folder, else its ``subfolder``;
+    ``"synthmask:shapes-ldm"`` names the shipped pipeline."""
+    path = shipped_ldm_path() if pretrained == SHIPPED_MODEL_ALIAS else Path(pretrained)
     if (path / "config.json").is_file():
         return path
     if (path / subfolder / "config.json").is_file():
