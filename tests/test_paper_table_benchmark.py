@@ -103,3 +103,69 @@ def test_summary_gives_means_and_gains() -> None:
     text = paper_table.summary(table)
     assert "| baseline |" in text and "0.150 +- 0.071" in text
     assert "0.400 +- 0.141 | +0.250 | 51.1 | +9.9 |" in text
+
+
+def test_lora_rows_differ_only_in_the_generator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both LoRA rows are the best recipe on target val; the adapted one adds the adapters."""
+    adapters = {"lora": tmp_path / "lora", "decoder": tmp_path / "vae"}
+    monkeypatch.setattr(paper_table, "train_lora", lambda workdir: adapters["lora"])
+    monkeypatch.setattr(paper_table, "train_decoder", lambda workdir: adapters["decoder"])
+    configs = {
+        name: _data(paper_table.recipe_config(paper_table.RECIPES[name], 1280, tmp_path))
+        for name in ("best", "lora_source_only", "lora_adapted")
+    }
+    source, adapted = configs["lora_source_only"], configs["lora_adapted"]
+    for cfg in (source, adapted):
+        val = _find(cfg["data"], "val_data")["init_args"]
+        assert val["domain"] == "target" and "scene" not in val  # the target's own backgrounds
+        assert cfg["model"] == configs["best"]["model"]
+    assert _find(source["data"], "pipeline") == _find(configs["best"]["data"], "pipeline")
+    pipeline = _find(adapted["data"], "pipeline")
+    assert pipeline["lora_path"] == str(adapters["lora"])
+    assert pipeline["vae_path"] == str(adapters["decoder"])
+    # same prompts, synthesis seed, image count and masks: only the generator differs
+    for key in ("prompts", "synthesis", "mask", "val_data"):
+        assert _find(source["data"], key) == _find(adapted["data"], key)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
+    parser.parse_object({"data": adapted["data"]})
+
+
+def test_lora_gain_is_against_source_only() -> None:
+    rows = [
+        {"row": name, "setting": paper_table.RECIPES[name].setting, "num_images": "1280",
+         "seed": str(seed), "val_miou": str(value)}
+        for name, values in (("lora_source_only", [0.3, 0.4]), ("lora_adapted", [0.5, 0.6]))
+        for seed, value in enumerate(values)
+    ]  # fmt: skip
+    text = paper_table.summary(rows)
+    assert "| lora_adapted |" in text and "0.550 +- 0.071 | +0.200 |" in text
+
+
+def test_adapter_training_is_skipped_when_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import target_adapters
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(
+        target_adapters, "_fit", lambda config, overrides, log: calls.append(overrides)
+    )
+    decoder = target_adapters.train_decoder(tmp_path)
+    lora = target_adapters.train_lora(tmp_path)
+    assert len(calls) == 2
+    assert f"--model.init_args.export_dir={decoder}" in calls[0]
+    assert (
+        f"--trainer.callbacks.init_args.dirpath={tmp_path / 'adapters/decoder/checkpoints'}"
+        in calls[0]
+    )
+    assert f"--model.init_args.output_dir={lora}" in calls[1]
+    (decoder / "config.json").parent.mkdir(parents=True)
+    (decoder / "config.json").write_text("{}")
+    lora.mkdir(parents=True)
+    (lora / target_adapters.LORA_WEIGHTS).write_bytes(b"x")
+    assert target_adapters.train_decoder(tmp_path) == decoder
+    assert target_adapters.train_lora(tmp_path) == lora
+    assert len(calls) == 2  # nothing retrained
