@@ -14,6 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import paper_table  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _no_adapter_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Configs of the adapted row name adapters; no test trains them."""
+    monkeypatch.setattr(paper_table, "train_lora", lambda workdir: tmp_path / "lora")
+    monkeypatch.setattr(paper_table, "train_decoder", lambda workdir: tmp_path / "vae")
+
+
 def _data(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
@@ -105,13 +112,9 @@ def test_summary_gives_means_and_gains() -> None:
     assert "0.400 +- 0.141 | +0.250 | 51.1 | +9.9 |" in text
 
 
-def test_lora_rows_differ_only_in_the_generator(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_lora_rows_differ_only_in_the_generator(tmp_path: Path) -> None:
     """Both LoRA rows are the best recipe on target val; the adapted one adds the adapters."""
-    adapters = {"lora": tmp_path / "lora", "decoder": tmp_path / "vae"}
-    monkeypatch.setattr(paper_table, "train_lora", lambda workdir: adapters["lora"])
-    monkeypatch.setattr(paper_table, "train_decoder", lambda workdir: adapters["decoder"])
+    adapters = {"lora": tmp_path / "lora", "decoder": tmp_path / "vae"}  # the autouse fixture's
     configs = {
         name: _data(paper_table.recipe_config(paper_table.RECIPES[name], 1280, tmp_path))
         for name in ("best", "lora_source_only", "lora_adapted")
