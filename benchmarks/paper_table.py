@@ -18,7 +18,8 @@ image count grows, as the paper does):
   domain's real scenes (textured backgrounds, washed-out colours, tinted light, blur, noise),
   synthesized by the shipped LDM as is, and by the LDM adapted to the target from unlabeled
   target images (a LoRA of the denoiser + a fine-tune of the VAE decoder,
-  benchmarks/target_adapters.py); the same prompts, synthesis seed and initial noises for both.
+  benchmarks/target_adapters.py); the same prompts, synthesis seed and initial noises for both;
+- ``lora_unet_only`` and ``lora_decoder_only``: each adapter alone (which one carries the gain).
 
 Everything but the changed setting is the main job's (``experiments/shapes_synth.yaml``): the
 segmenter, its strong augmentation and quarter turns, 10 DDIM steps at guidance 5, the real val
@@ -62,7 +63,7 @@ REAL = REPO / "experiments" / "shapes_real.yaml"
 COLUMNS = ["row", "setting", "num_images", "seed", "val_miou", "git_sha"]
 BASELINE_IMAGES = 160
 SCALE = 8
-CURVE_IMAGES = (160, 640, 1280)
+CURVE_IMAGES = (160, 640, 1280, 2560)
 BARE_PROMPTS = {"templates": ["a {class}"]}
 AUGMENTED_PROMPTS = {
     "scenes": "shapes",
@@ -88,7 +89,7 @@ class Recipe:
     reliability_mode: str | None = None
     synthetic: bool = True
     val_domain: str = "source"
-    adapted: bool = False  # synthesize with the target-domain LoRA + decoder
+    adapters: tuple[str, ...] = ()  # target-domain adapters to synthesize with: lora, decoder
 
 
 RECIPES = {
@@ -107,11 +108,20 @@ RECIPES = {
     ),
     "lora_adapted": Recipe(
         "lora_adapted", "best, target val, LDM + target LoRA + target decoder", MAIN_JOB,
-        val_domain="target", adapted=True,
+        val_domain="target", adapters=("lora", "decoder"),
+    ),
+    # Which adapter does it: each alone (not rows of the paper)
+    "lora_unet_only": Recipe(
+        "lora_unet_only", "best, target val, LDM + target LoRA", MAIN_JOB, val_domain="target",
+        adapters=("lora",),
+    ),
+    "lora_decoder_only": Recipe(
+        "lora_decoder_only", "best, target val, LDM + target decoder", MAIN_JOB,
+        val_domain="target", adapters=("decoder",),
     ),
 }  # fmt: skip
 TABLE_IMAGES = {"baseline": BASELINE_IMAGES, "prompt_aug": SCALE * BASELINE_IMAGES}
-for _row in ("robust", "best", "lora_source_only", "lora_adapted"):
+for _row in ("robust", "best", *(name for name in RECIPES if name.startswith("lora"))):
     TABLE_IMAGES[_row] = TABLE_IMAGES["prompt_aug"]
 
 
@@ -144,8 +154,9 @@ def recipe_config(recipe: Recipe, num_images: int, workdir: Path) -> Path:
         val = data["val_data"]["init_args"]
         val["domain"] = recipe.val_domain
         val.pop("scene", None)  # the domain's own backgrounds
-    if recipe.adapted:
+    if "lora" in recipe.adapters:
         data["pipeline"]["lora_path"] = str(train_lora(workdir))
+    if "decoder" in recipe.adapters:
         data["pipeline"]["vae_path"] = str(train_decoder(workdir))
     path = workdir / "configs" / f"{recipe.row}-{num_images}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,7 +228,7 @@ def summary(rows: list[dict[str, str]]) -> str:
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         means[name] = mean
         gain = f"{mean - previous:+.3f}" if previous is not None and name in PAPER else ""
-        if name == "lora_adapted" and "lora_source_only" in means:  # the LoRA's gain
+        if recipe.adapters and "lora_source_only" in means:  # an adapter's gain
             gain = f"{mean - means['lora_source_only']:+.3f}"
         paper = PAPER.get(name)
         paper_gain = (

@@ -134,6 +134,16 @@ def test_lora_rows_differ_only_in_the_generator(tmp_path: Path) -> None:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LightningDataModule, "data", required=True)
     parser.parse_object({"data": adapted["data"]})
+    # each adapter alone
+    for name, lora, vae in (
+        ("lora_unet_only", str(adapters["lora"]), None),
+        ("lora_decoder_only", None, str(adapters["decoder"])),
+    ):
+        cfg = _data(paper_table.recipe_config(paper_table.RECIPES[name], 1280, tmp_path))
+        one = _find(cfg["data"], "pipeline")
+        assert (one.get("lora_path"), one.get("vae_path")) == (lora, vae)
+        assert _find(cfg["data"], "val_data") == _find(source["data"], "val_data")
+        assert paper_table.TABLE_IMAGES[name] == 1280
 
 
 def test_lora_gain_is_against_source_only() -> None:
