@@ -19,6 +19,7 @@ image count grows, as the paper does):
   synthesized by the shipped LDM as is, and by the LDM adapted to the target from unlabeled
   target images (a LoRA of the denoiser + a fine-tune of the VAE decoder,
   benchmarks/target_adapters.py); the same prompts, synthesis seed and initial noises for both;
+- ``lora_real_bound``: the segmenter on real target scenes with exact masks (the target's bound);
 - ``lora_unet_only`` and ``lora_decoder_only``: each adapter alone (which one carries the gain).
 
 Everything but the changed setting is the main job's (``experiments/shapes_synth.yaml``): the
@@ -110,6 +111,10 @@ RECIPES = {
         "lora_adapted", "best, target val, LDM + target LoRA + target decoder", MAIN_JOB,
         val_domain="target", adapters=("lora", "decoder"),
     ),
+    "lora_real_bound": Recipe(
+        "lora_real_bound", "real target masks (shapes_real.yaml, target domain)", REAL,
+        synthetic=False, val_domain="target",
+    ),
     # Which adapter does it: each alone (not rows of the paper)
     "lora_unet_only": Recipe(
         "lora_unet_only", "best, target val, LDM + target LoRA", MAIN_JOB, val_domain="target",
@@ -121,7 +126,11 @@ RECIPES = {
     ),
 }  # fmt: skip
 TABLE_IMAGES = {"baseline": BASELINE_IMAGES, "prompt_aug": SCALE * BASELINE_IMAGES}
-for _row in ("robust", "best", *(name for name in RECIPES if name.startswith("lora"))):
+for _row in (
+    "robust",
+    "best",
+    *(n for n, r in RECIPES.items() if r.adapters or n == "lora_source_only"),
+):
     TABLE_IMAGES[_row] = TABLE_IMAGES["prompt_aug"]
 
 
@@ -150,10 +159,10 @@ def recipe_config(recipe: Recipe, num_images: int, workdir: Path) -> Path:
                 raise KeyError(f"{recipe.base.name} has no data setting {key!r} to change")
     if recipe.reliability_mode is not None:
         config["model"]["init_args"]["reliability_mode"] = recipe.reliability_mode
-    if recipe.val_domain != "source":
-        val = data["val_data"]["init_args"]
-        val["domain"] = recipe.val_domain
-        val.pop("scene", None)  # the domain's own backgrounds
+    if recipe.val_domain != "source":  # real data of that domain (train + val, or val only)
+        scenes = data["val_data"]["init_args"] if recipe.synthetic else data
+        scenes["domain"] = recipe.val_domain
+        scenes.pop("scene", None)  # the domain's own backgrounds
     if "lora" in recipe.adapters:
         data["pipeline"]["lora_path"] = str(train_lora(workdir))
     if "decoder" in recipe.adapters:

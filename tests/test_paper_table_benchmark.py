@@ -182,3 +182,14 @@ def test_adapter_training_is_skipped_when_done(
     assert target_adapters.train_decoder(tmp_path) == decoder
     assert target_adapters.train_lora(tmp_path) == lora
     assert len(calls) == 2  # nothing retrained
+
+
+def test_target_real_bound_trains_and_validates_on_target(tmp_path: Path) -> None:
+    real = _data(paper_table.REAL)
+    cfg = _data(paper_table.recipe_config(paper_table.RECIPES["lora_real_bound"], 0, tmp_path))
+    data = cfg["data"]["init_args"]
+    assert data["domain"] == "target" and "scene" not in data
+    assert {k: v for k, v in data.items() if k != "domain"} == {
+        k: v for k, v in real["data"]["init_args"].items() if k not in ("domain", "scene")
+    }
+    assert cfg["model"] == real["model"]
