@@ -64,7 +64,7 @@ REAL = REPO / "experiments" / "shapes_real.yaml"
 COLUMNS = ["row", "setting", "num_images", "seed", "val_miou", "git_sha"]
 BASELINE_IMAGES = 160
 SCALE = 8
-CURVE_IMAGES = (160, 640, 1280, 2560)
+CURVE_IMAGES = (160, 640, 1280, 2560, 5120)
 BARE_PROMPTS = {"templates": ["a {class}"]}
 AUGMENTED_PROMPTS = {
     "scenes": "shapes",
