@@ -65,7 +65,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 from diffusers import (  # noqa: E402
     AutoencoderKL,
-    DDIMScheduler,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
@@ -77,8 +76,7 @@ from main_job import git_sha  # noqa: E402
 
 from synthmask.diffusion.capture import CaptureConfig  # noqa: E402
 from synthmask.diffusion.sampling import generate_with_attention  # noqa: E402
-from synthmask.diffusion.tiny import SD_SCHEDULE  # noqa: E402
-from synthmask.diffusion.tokenizer import build_clip_tokenizer  # noqa: E402
+from synthmask.diffusion.tiny import pipeline_from_parts  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DAAM_VENV = HERE / ".daam-venv"
@@ -132,18 +130,7 @@ def sd15_pipeline(config_dir: Path | None = None, seed: int = 0) -> StableDiffus
         unet = UNet2DConditionModel.from_config(unet_cfg)
         vae = AutoencoderKL.from_config(vae_cfg)
         text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=build_clip_tokenizer(),
-        unet=unet,
-        scheduler=DDIMScheduler(**SD_SCHEDULE),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return pipeline_from_parts(unet, vae, text_encoder)
 
 
 def spacy_stand_in() -> None:

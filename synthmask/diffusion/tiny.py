@@ -139,6 +139,25 @@ def tiny_text_encoder(hidden_size: int = 32, num_layers: int = 1) -> CLIPTextMod
     return CLIPTextModel(config)
 
 
+def pipeline_from_parts(
+    unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: CLIPTextModel
+) -> StableDiffusionPipeline:
+    """A Stable Diffusion pipeline around the given networks: the project's CLIP tokenizer,
+    DDIM with SD's schedule, no safety checker, no progress bar."""
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=build_clip_tokenizer(),
+        unet=unet,
+        scheduler=DDIMScheduler(**SD_SCHEDULE),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def build_tiny_pipeline(
     save_dir: Path | str | None = None,
     *,
@@ -177,17 +196,7 @@ def build_tiny_pipeline(
         )
         vae = tiny_vae(sample_size * vae_factor, block_out_channels=vae_channels)
         text_encoder = tiny_text_encoder(text_hidden_size, text_layers)
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=build_clip_tokenizer(),
-        unet=unet,
-        scheduler=DDIMScheduler(**SD_SCHEDULE),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = pipeline_from_parts(unet, vae, text_encoder)
     if save_dir is not None:
         save_dir = Path(save_dir)
         pipe.save_pretrained(str(save_dir), safe_serialization=True)
