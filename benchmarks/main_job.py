@@ -197,6 +197,17 @@ def make_row(
     }
 
 
+def append_csv(path: Path, rows: list[dict[str, str]], columns: list[str]) -> None:
+    """Append rows to a CSV with ``columns``, writing the header when the file is new."""
+    new = not path.is_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, columns, lineterminator="\n")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
 def append_rows(path: Path, rows: list[dict[str, str]]) -> None:
     """Append rows; a file with an older header gets the new columns (empty in old rows)."""
     old: list[dict[str, str]] = []

@@ -51,7 +51,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from main_job import git_sha, parse_seeds, run_seed  # noqa: E402
+from main_job import append_csv, git_sha, parse_seeds, run_seed  # noqa: E402
 from target_adapters import train_decoder, train_lora  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,13 +181,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def append_row(path: Path, row: dict[str, str]) -> None:
-    new = not path.is_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS, lineterminator="\n")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    append_csv(path, [row], COLUMNS)
 
 
 def measure(

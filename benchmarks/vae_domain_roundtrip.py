@@ -16,7 +16,6 @@ benchmarks/results/vae_domain_roundtrip.csv and printed as a Markdown table.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from diffusers import AutoencoderKL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from main_job import git_sha  # noqa: E402
+from main_job import append_csv, git_sha  # noqa: E402
 from target_adapters import train_decoder  # noqa: E402
 
 from synthmask.diffusion.shipped import shipped_ldm_path  # noqa: E402
@@ -92,13 +91,7 @@ def measure(vaes: dict[str, Path], n: int) -> list[dict[str, str]]:
 
 
 def append(path: Path, rows: list[dict[str, str]]) -> None:
-    new = not path.is_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS, lineterminator="\n")
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_csv(path, rows, COLUMNS)
 
 
 def table(rows: list[dict[str, str]]) -> str:
