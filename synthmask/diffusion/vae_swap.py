@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, DiffusionPipeline
 
 
 def vae_folder(vae_path: str | Path) -> Path:
@@ -34,7 +34,9 @@ def _latent_signature(config: Any) -> tuple[int, float]:
     return int(config.latent_channels), round(float(config.scaling_factor), 6)
 
 
-def replace_vae(pipe: Any, vae_path: str | Path, dtype: torch.dtype = torch.float32) -> None:
+def replace_vae(
+    pipe: DiffusionPipeline, vae_path: str | Path, dtype: torch.dtype = torch.float32
+) -> None:
     """Load the autoencoder at ``vae_path`` into ``pipe.vae`` (in place).
 
     Raises ValueError when its latent channels or scaling factor differ from the pipeline's own
@@ -49,6 +51,4 @@ def replace_vae(pipe: Any, vae_path: str | Path, dtype: torch.dtype = torch.floa
             f"VAE {own}: the denoiser's latents would not match. Use a VAE fine-tuned from the "
             "pipeline's own with the encoder kept (train_part: decoder)."
         )
-    pipe.vae = vae
-    if hasattr(pipe, "register_modules"):
-        pipe.register_modules(vae=vae)
+    pipe.register_modules(vae=vae)  # sets pipe.vae and the pipeline's config entry
