@@ -22,6 +22,7 @@ from diffusers import (
 )
 from diffusers.utils import deprecation_utils as _deprecation_utils
 
+from synthmask.diffusion.fingerprint import FileHashIndex, tree_sha256
 from synthmask.diffusion.vae_swap import replace_vae, vae_folder
 
 SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
@@ -240,52 +241,36 @@ def _fuse_lora(pipe: DiffusionPipeline, cfg: PipelineConfig) -> None:
     pipe.unload_lora_weights()  # keeps the fused weights, removes the adapter modules
 
 
-def _file_digest(path: Path, block: int = 4 << 20) -> str:
-    """sha256 of a file; for files over 3 blocks: size + first, middle and last block."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with path.open("rb") as f:
-        if size <= 3 * block:
-            digest.update(f.read())
-        else:
-            for offset in (0, size // 2, size - block):
-                f.seek(offset)
-                digest.update(f.read(block))
-    return digest.hexdigest()
-
-
-def _tree_digest(root: Path) -> str:
-    """Digest of a file, or of a directory's visible files by relative path (name-independent)."""
-    if root.is_file():
-        return _file_digest(root)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts):
-            continue  # e.g. .cache/ of `hf download --local-dir`
-        digest.update(relative.as_posix().encode())
-        digest.update(_file_digest(path).encode())
-    return digest.hexdigest()
+def _tree_digest(root: Path, index: FileHashIndex | None = None) -> str:
+    """Full-content digest of a file or directory (see synthmask/diffusion/fingerprint.py)."""
+    return tree_sha256(root, index)
 
 
 def pipeline_fingerprint(cfg: PipelineConfig) -> str:
-    """Stable sha256 hex of what determines the weights: model + revision (hub) or a hash of
-    the local files (configs fully, large weight files by size + sampled blocks), plus the
-    LoRA file hash and scale. Sampling settings are not included (they go in cache keys).
+    """Stable sha256 hex of what determines the weights: model + revision (hub) or the sha256
+    of every byte of the local files (each read once; see fingerprint.py), plus the LoRA
+    files' hash and scale. Sampling settings are not included (they go in cache keys).
     """
     local_dir = resolve_local_dir(cfg.model)
-    if local_dir is None:
-        model_part: dict[str, Any] = {"hub": cfg.model, "revision": cfg.revision or "main"}
-    else:
-        model_part = {"local": _tree_digest(local_dir.resolve())}
-    lora_part: dict[str, Any] | None = None
-    if cfg.lora_path is not None:
-        lora = Path(cfg.lora_path).expanduser()
-        if not lora.exists():
-            raise FileNotFoundError(f"LoRA weights {lora} do not exist; fix `lora_path`.")
-        lora_part = {"digest": _tree_digest(lora.resolve()), "scale": float(cfg.lora_scale)}
-    parts: dict[str, Any] = {"model": model_part, "lora": lora_part}
-    if cfg.vae_path is not None:  # only when set, so the keys of existing caches stay
-        parts["vae"] = _tree_digest(vae_folder(cfg.vae_path).resolve())
+    index = FileHashIndex()
+    try:
+        if local_dir is None:
+            model_part: dict[str, Any] = {"hub": cfg.model, "revision": cfg.revision or "main"}
+        else:
+            model_part = {"local": _tree_digest(local_dir.resolve(), index)}
+        lora_part: dict[str, Any] | None = None
+        if cfg.lora_path is not None:
+            lora = Path(cfg.lora_path).expanduser()
+            if not lora.exists():
+                raise FileNotFoundError(f"LoRA weights {lora} do not exist; fix `lora_path`.")
+            lora_part = {
+                "digest": _tree_digest(lora.resolve(), index),
+                "scale": float(cfg.lora_scale),
+            }
+        parts: dict[str, Any] = {"model": model_part, "lora": lora_part}
+        if cfg.vae_path is not None:  # only when set, so the keys without it keep their form
+            parts["vae"] = _tree_digest(vae_folder(cfg.vae_path).resolve(), index)
+    finally:
+        index.save()
     payload = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
