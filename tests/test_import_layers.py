@@ -12,6 +12,8 @@ folders installed under the namespace (``synthmask.datamodules``). The test fail
   diffusers / transformers); the command line (``ENTRY_POINTS``: ``synthmask.cli``, the
   LightningCLI) is not core,
 - a cycle between layers (reported as the strongly connected group).
+- a cycle between the modules (files) of one package of ``synthmask``, e.g. between the
+  store, writer and recovery of ``synthmask.cache``.
 
 An import listed in ``KNOWN_EXCEPTIONS`` (module, layer) is let through and printed, until the
 work that removes it lands.
@@ -279,6 +281,72 @@ def test_the_checker_sees_function_local_and_relative_imports(tmp_path: Path) ->
     assert where["world", "diffusion"] == {"synthmask.world.render"}
     assert where["world", "diffusers"] == {"synthmask.world.render"}
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# --------------------------------------------------------------------------- file level
+# Inside a package, modules import each other one way too: a cycle between two files of one
+# package (even through TYPE_CHECKING or function-local imports) is a design knot.
+FILE_LEVEL_PACKAGES = sorted(
+    path.parent.relative_to(ROOT).as_posix() for path in (ROOT / "synthmask").glob("*/__init__.py")
+)
+
+
+def module_graph(root: Path, package: str) -> dict[str, set[str]]:
+    """Module -> the modules of the same package it imports (file level; `package` is a
+    folder under ``root`` such as "synthmask/cache"). An import of the package itself counts
+    as an edge to its ``__init__`` unless every imported name is a submodule."""
+    folder = root / package
+    dotted = package.replace("/", ".")
+    modules = {
+        ".".join([dotted, *path.relative_to(folder).with_suffix("").parts]).removesuffix(
+            ".__init__"
+        ): path
+        for path in sorted(folder.rglob("*.py"))
+    }
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names if alias.name in modules)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = module.split(".")
+                    base = base[: len(base) - node.level + (1 if path.name == "__init__.py" else 0)]
+                    source = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    source = node.module or ""
+                subs = {f"{source}.{alias.name}" for alias in node.names}
+                targets.update(subs & modules.keys())
+                if source in modules and not subs <= modules.keys():
+                    targets.add(source)
+        graph[module] = targets - {module}
+    return graph
+
+
+@pytest.mark.parametrize("package", FILE_LEVEL_PACKAGES)
+def test_no_cycle_between_modules_of_a_package(package: str) -> None:
+    graph = module_graph(ROOT, package)
+    found = cycles(graph)
+    detail = [
+        "  " + ", ".join(f"{a} -> {b}" for a in group for b in sorted(graph[a]) if b in group)
+        for group in found
+    ]
+    assert not found, f"import cycles between modules of {package}:\n" + "\n".join(detail)
+
+
+def test_the_file_level_checker_sees_type_checking_cycles(tmp_path: Path) -> None:
+    package = tmp_path / "pkg" / "sub"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from pkg.sub.a import A\n")
+    (package / "a.py").write_text("from pkg.sub.b import B\n")
+    (package / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import A\n"
+    )
+    (package / "c.py").write_text("from pkg.sub import b\n")
+    graph = module_graph(tmp_path, "pkg/sub")
+    assert graph["pkg.sub"] == {"pkg.sub.a"} and graph["pkg.sub.c"] == {"pkg.sub.b"}
+    assert cycles(graph) == [["pkg.sub.a", "pkg.sub.b"]]
 
 
 if __name__ == "__main__":

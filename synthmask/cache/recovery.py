@@ -14,9 +14,10 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from synthmask.cache.claims import owner_is_dead, reap_claims
+from synthmask.cache.index_api import ShardIndex
 from synthmask.cache.manifest import COMPACT_PREFIX, MANIFEST_SUFFIX, append_line, compact_manifest
 from synthmask.cache.shard import (
     SHARD_SUFFIX,
@@ -25,9 +26,6 @@ from synthmask.cache.shard import (
     file_sha256,
     manifest_record,
 )
-
-if TYPE_CHECKING:  # the store imports the writer, which imports this module
-    from synthmask.cache.store import SampleCache
 
 TEMP_PREFIX = ".tmp-"
 RECOVERY_LOCK = ".recovery.flock"  # at the root: not a writer lock
@@ -74,7 +72,7 @@ def dead_writer_locks(lock_dir: Path, own_id: str) -> tuple[set[str], list[tuple
     return live, dead
 
 
-def recover_dead_writers(cache: SampleCache, own_id: str, manifest: Path) -> RecoveryReport:
+def recover_dead_writers(cache: ShardIndex, own_id: str, manifest: Path) -> RecoveryReport:
     """Clean up after dead writers; adopted shards are listed in `manifest` (the caller's)."""
     report = RecoveryReport()
     # One recovery at a time per cache, so two writers never adopt the same shard twice.
@@ -108,7 +106,7 @@ def recover_dead_writers(cache: SampleCache, own_id: str, manifest: Path) -> Rec
     return report
 
 
-def compact_dead_manifests(cache: SampleCache, live: set[str]) -> int:
+def compact_dead_manifests(cache: ShardIndex, live: set[str]) -> int:
     """Rewrite the manifests with bad or wrong lines that no live writer appends to (their
     shards were adopted above, so dropping the lines loses nothing); returns the count."""
     count = 0
@@ -127,7 +125,7 @@ def compact_dead_manifests(cache: SampleCache, live: set[str]) -> int:
     return count
 
 
-def adopt_shard(cache: SampleCache, manifest: Path, shard: Path) -> bool:
+def adopt_shard(cache: ShardIndex, manifest: Path, shard: Path) -> bool:
     """A complete shard with no valid manifest line: verify every sample, then list it in
     `manifest` (True), or quarantine it (False)."""
     try:

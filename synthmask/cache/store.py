@@ -13,8 +13,9 @@ The index (key -> shard and byte ranges of its fields) lives in memory in compac
 from the manifests. A read is a few `pread` calls plus PNG decoding, and checks the sample's
 sha256; a mismatch quarantines the shard and drops its keys so they are generated again.
 
-Import direction: store -> writer -> (claims, recovery, manifest, shard); the writer reaches the
-store only through its public methods (`refresh`, `add_shard`, `quarantine`, `known_shards`).
+Import direction: store -> writer -> recovery -> (claims, manifest, shard, index_api); the
+writer and recovery never import the store: they see it as a `ShardIndex` (index_api.py) and use
+its public methods only (`refresh`, `add_shard`, `quarantine`, `known_shards`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class SampleCache:
         self._verified: set[str] = set()  # shards hashed against their manifest this process
         # manifest -> digests of valid-looking records found wrong about their (sound) shard
         self.wrong_records: dict[str, set[str]] = {}
+        # manifest -> names of shards it lists that are not on disk (deleted, or quarantined)
+        self.missing_shards: dict[str, set[str]] = {}
         self._wrong: set[str] = set()
         self._reset_index()
         self.refresh()

@@ -21,17 +21,14 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from synthmask.cache.claims import Claims, Heartbeat, owner_json
 from synthmask.cache.errors import not_writable_error, write_error
+from synthmask.cache.index_api import ShardIndex
 from synthmask.cache.manifest import MANIFEST_SUFFIX, append_line
 from synthmask.cache.record import SampleRecord, encode_record
 from synthmask.cache.recovery import TEMP_PREFIX, RecoveryReport, recover_dead_writers
 from synthmask.cache.shard import SHARD_SUFFIX, build_shard, manifest_record
-
-if TYPE_CHECKING:  # the store imports this module (store -> writer, one way)
-    from synthmask.cache.store import SampleCache
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -63,7 +60,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 class CacheWriter:
-    """Writes samples into `cache` as shards of `shard_size` samples.
+    """Writes samples into `cache` (a `SampleCache`; see index_api.py) as shards of
+    `shard_size` samples.
 
     Use as a context manager (the last partial shard is committed on exit). Samples still in
     the buffer when the process is killed are lost and simply generated again on resume.
@@ -71,7 +69,7 @@ class CacheWriter:
     works with or without a claim.
     """
 
-    def __init__(self, cache: SampleCache, label: str = "w", shard_size: int = 64):
+    def __init__(self, cache: ShardIndex, label: str = "w", shard_size: int = 64):
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
         self.cache = cache
