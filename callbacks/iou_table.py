@@ -13,7 +13,7 @@ class PerClassIoUTable(WandbCallback):
     """Logs ``wandb.Table(columns=["class_id", "class", "IoU"])`` under ``key`` at the end of each
     validation epoch (rank zero only), from ``pl_module.last_val_iou`` as set by
     ``SegmentationModule``. Classes absent from both targets and predictions have IoU NaN and are
-    written as None (an empty cell). Also makes the run summary of ``val/mIoU`` its maximum.
+    written as None (an empty cell).
     """
 
     def __init__(self, key: str = "val/IoU_table") -> None:

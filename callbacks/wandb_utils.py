@@ -8,7 +8,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-SUMMARY_MAX_METRICS = ("val/mIoU",)
+# Summary = the last value: val/mIoU of the final weights, val/mIoU_best (logged by
+# SegmentationModule) the best so far. A sweep's metric reads these plain numbers.
+SUMMARY_LAST_METRICS = ("val/mIoU", "val/mIoU_best")
 
 
 def find_wandb_logger(trainer: Trainer) -> WandbLogger | None:
@@ -16,11 +18,12 @@ def find_wandb_logger(trainer: Trainer) -> WandbLogger | None:
     return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
 
 
-def define_summary_max(logger: WandbLogger) -> None:
-    """Make the run summary of ``val/mIoU`` its maximum (not its last value), keeping the
-    trainer's global step as the x-axis Lightning sets up for every metric."""
-    for name in SUMMARY_MAX_METRICS:
-        logger.experiment.define_metric(name, summary="max", step_metric="trainer/global_step")
+def define_summary_metrics(logger: WandbLogger) -> None:
+    """Keep ``val/mIoU`` and ``val/mIoU_best`` in the run summary as their last values (plain
+    numbers, no max/min aggregate), with the trainer's global step as the x-axis Lightning sets
+    up for every metric."""
+    for name in SUMMARY_LAST_METRICS:
+        logger.experiment.define_metric(name, step_metric="trainer/global_step")
 
 
 def class_names_of(trainer: Trainer, pl_module: LightningModule) -> list[str]:
@@ -60,7 +63,7 @@ class WandbCallback(Callback):
                 self._warned_missing_logger = True
             return None
         if not self._summary_defined:
-            define_summary_max(logger)
+            define_summary_metrics(logger)
             self._summary_defined = True
         return logger
 

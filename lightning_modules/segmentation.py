@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -27,6 +28,8 @@ from synthmask.training.augment import (
 
 # How many samples of the first validation batch are kept for media callbacks.
 STORED_VAL_SAMPLES = 8
+# Checkpoint entry holding the best validation so far (val/mIoU, per-class IoU, step).
+BEST_VAL_KEY = "synthmask_best_val"
 
 # A network builder called with the class count, e.g. a config's DeepLabV3Plus without num_classes.
 NetFactory = Callable[[int], nn.Module]
@@ -76,6 +79,11 @@ class SegmentationModule(LightningModule):
         mean, std: the normalisation of the data (to undo it for ``strong_augment``).
 
     Attributes:
+        last_val_iou: per-class IoU (C,) of the latest validation epoch (NaN: class absent).
+        best_val_miou, best_val_iou, best_val_step: the highest ``val/mIoU`` of a (non-sanity)
+            validation epoch so far, its per-class IoU (C,) and the global step it was measured
+            at (None before the first validation); logged as ``val/mIoU_best`` each validation
+            epoch and kept in checkpoints, so a resumed run keeps its best.
         first_val_batch: dict with ``"image"`` (N, 3, H, W), ``"mask"`` (N, H, W), ``"pred"``
             (N, H, W) and ``"reliability"`` (N, H, W) when present, of the first validation batch
             (first ``STORED_VAL_SAMPLES`` samples, on CPU) of the latest validation epoch.
@@ -139,6 +147,9 @@ class SegmentationModule(LightningModule):
         self.test_iou = SegmentationIoU(num_classes, ignore_index=IGNORE_INDEX)
         self.first_val_batch: dict[str, torch.Tensor] | None = None
         self.last_val_iou: torch.Tensor | None = None
+        self.best_val_miou: float | None = None
+        self.best_val_iou: torch.Tensor | None = None
+        self.best_val_step: int | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Shape: images (B, 3, H, W) -> logits (B, num_classes, H, W)."""
@@ -202,6 +213,30 @@ class SegmentationModule(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.last_val_iou = self._log_iou("val", self.val_iou)
+        if self._trainer is None or self.trainer.sanity_checking:
+            return
+        miou = float(mean_iou(self.last_val_iou))
+        if not math.isnan(miou) and (self.best_val_miou is None or miou > self.best_val_miou):
+            self.best_val_miou = miou
+            self.best_val_iou = self.last_val_iou.clone()
+            self.best_val_step = int(self.trainer.global_step)
+        if self.best_val_miou is not None:
+            self.log("val/mIoU_best", self.best_val_miou, rank_zero_only=False, sync_dist=False)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.best_val_miou is not None:
+            checkpoint[BEST_VAL_KEY] = {
+                "miou": self.best_val_miou,
+                "per_class": self.best_val_iou.tolist(),
+                "step": self.best_val_step,
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        best = checkpoint.get(BEST_VAL_KEY)
+        if best:
+            self.best_val_miou = float(best["miou"])
+            self.best_val_iou = torch.tensor(best["per_class"], dtype=torch.float32)
+            self.best_val_step = int(best["step"])
 
     def on_test_epoch_end(self) -> None:
         self._log_iou("test", self.test_iou)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from synthmask.cli_errors import run_with_user_errors
+from synthmask.cli_runs import prepare_run
 
 SYNTHESIZE = "synthesize"
 EXPORT = "export"
@@ -43,13 +45,36 @@ DATA_COMMANDS: dict[str, str] = {
     "(--format voc|folder --output DIR; resumable).",
 }
 """Commands that run on the config's data module alone (listed by ``synthmask --help``)."""
-EXTRA_COMMANDS: dict[str, str] = dict(DATA_COMMANDS)
+RUNS = "runs"
+EXTRA_COMMANDS: dict[str, str] = {
+    **DATA_COMMANDS,
+    RUNS: "Compare local runs (synthmask runs [DIR] [--csv FILE]): name, group, the settings "
+    "that differ, final and best val/mIoU, wall time, stopped early; read from each run's "
+    "run.json (no W&B server needed).",
+}
 """Every command besides LightningCLI's, name -> one-line help (``synthmask --help`` lists them)."""
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
     """Saves the resolved config (as LightningCLI does) and also records it in every logger,
-    so the W&B run config holds the full experiment (model, data, trainer, seed)."""
+    so the W&B run config holds the full experiment (model, data, trainer, seed), once, under
+    ``cli``. With ``run_dir`` set (``synthmask.cli_runs``) the file is ``<run_dir>/config.yaml``,
+    so runs sharing a logger's save_dir never overwrite each other's config."""
+
+    run_dir: Path | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.run_dir is None or self.already_saved:
+            super().setup(trainer, pl_module, stage)
+            return
+        if trainer.is_global_zero:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            path = self.run_dir / self.config_filename
+            self.parser.save(self.config, str(path), skip_none=False, overwrite=True,
+                             multifile=self.multifile)  # fmt: skip
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
@@ -89,6 +114,18 @@ class SynthmaskCLI(LightningCLI):
         # Loggers such as W&B share one save_dir across runs; the per-run config goes to the logger.
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         super().__init__(*args, **kwargs)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self._started = time.time()
+        command_line = sys.argv[1:] if args is None else args
+        # A dict / Namespace of settings has no command line to name the run from.
+        self._command_line = list(command_line) if isinstance(command_line, list | tuple) else []
+        super().parse_arguments(parser, args)
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # Names, tags, group, W&B mode, run directory, final validation (synthmask.cli_runs).
+        self.run_dir = prepare_run(self, self._command_line, self._started)
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         super()._add_subcommands(parser, **kwargs)
@@ -316,6 +353,10 @@ def main(args: Sequence[str] | None = None, raise_parse_errors: bool = False) ->
         return synthesize(argv[1:], raise_parse_errors)
     if argv and argv[0] == EXPORT:
         return export(argv[1:], raise_parse_errors)
+    if argv and argv[0] == RUNS:  # synthmask runs [DIR] [--csv FILE]
+        from synthmask.run_records import main as runs_main
+
+        raise SystemExit(runs_main(argv[1:]))
     if argv and argv[0] == "cache":  # synthmask cache verify|repair|stats DIR
         from synthmask.cache.commands import main as cache_main
 

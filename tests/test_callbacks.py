@@ -1,4 +1,5 @@
-"""W&B callbacks: an offline run holds the overlays, the IoU table and a max summary of val/mIoU."""
+"""W&B callbacks: an offline run holds the overlays, the IoU table, and final and best val/mIoU
+in its summary."""
 
 from __future__ import annotations
 
@@ -55,7 +56,9 @@ def _read_pngs(folder: Path) -> list[np.ndarray]:
     return [np.array(Image.open(p)) for p in sorted(folder.rglob("*.png"))]
 
 
-def test_offline_wandb_run_holds_overlays_table_config_and_max_miou(tmp_path: Path) -> None:
+def test_offline_wandb_run_holds_overlays_table_config_and_final_and_best_miou(
+    tmp_path: Path,
+) -> None:
     cli = main(
         [
             "fit",
@@ -84,11 +87,22 @@ def test_offline_wandb_run_holds_overlays_table_config_and_max_miou(tmp_path: Pa
     record = next(c for c in trainer.callbacks if isinstance(c, RecordValMiou))
     run = logger.experiment
     assert len(record.values) == 3
-    assert run.summary["val/mIoU"]["max"] == pytest.approx(max(record.values))
-    # A later, lower value must not replace the summary (summary = max, not last).
-    logger.log_metrics({"val/mIoU": -1.0}, step=trainer.global_step + 1)
-    assert run.summary["val/mIoU"]["max"] == pytest.approx(max(record.values))
-    # The run config holds the full CLI config (LoggerSaveConfigCallback).
+    # Summary: val/mIoU of the final weights (the last validation), the best under its own name,
+    # per-class IoU at both.
+    summary = dict(run.summary)
+    assert summary["val/mIoU"] == pytest.approx(record.values[-1])
+    assert summary["val/mIoU_best"] == pytest.approx(max(record.values))
+    assert module.best_val_miou == pytest.approx(max(record.values))
+    for name, last, best in zip(
+        module.class_names, module.last_val_iou.tolist(), module.best_val_iou.tolist(), strict=True
+    ):
+        assert summary.get(f"val/IoU/{name}") == (None if math.isnan(last) else pytest.approx(last))
+        assert summary.get(f"val/IoU_best/{name}") == (
+            None if math.isnan(best) else pytest.approx(best)
+        )
+    # The run config holds the full CLI config once, nested (LoggerSaveConfigCallback), and the
+    # code / data provenance; the module's hyper-parameters are not logged again flat.
+    assert set(run.config.keys()) == {"cli", "provenance"}
     cli_config = run.config["cli"]
     assert cli_config["model"]["init_args"]["net"]["init_args"]["encoder_name"] == "test_resnet"
     assert cli_config["trainer"]["max_epochs"] == 3
