@@ -3,7 +3,10 @@
 `SynthesisStatsCallback` logs, through the trainer's loggers, the images/s of generation and
 the cache hit rate: those of the ahead-of-time pass once at the start of training, and those of
 the training data pipeline (on-the-fly generation, cache reads) every `log_every_n_steps` and at
-each epoch end. `synthesis_wandb_images` builds `wandb.Image`s of samples with their pseudo-mask
+each epoch end. At the end of `fit` it logs (and prints) the run's totals, summed over DDP ranks
+and DataLoader workers: `synth/generated`, the samples this run generated, and `synth/cached`,
+the samples it used without generating them (found in the cache, or generated meanwhile by a
+concurrent run that had claimed them). `synthesis_wandb_images` builds `wandb.Image`s of samples with their pseudo-mask
 and reliability overlays (used by the callback during `fit`, and by its `log_synthesis`, which
 `synthmask synthesize` calls on the config's callbacks after filling the cache).
 """
@@ -14,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from synthmask.cache import SampleRecord
@@ -87,6 +91,21 @@ def log_synthesis_run(datamodule: Any, report: Any) -> bool:
     return True
 
 
+def run_synthesis_totals(trainer: Trainer, datamodule: Any) -> tuple[int, int]:
+    """(generated, cached) of the whole run: every rank's `datamodule.synthesis_totals()`,
+    generated summed over ranks, used plan indices merged (a sample read on two ranks counts
+    once). A collective under DDP: every rank must call it."""
+    generated, used = datamodule.synthesis_totals()
+    device = trainer.strategy.root_device
+    count = torch.tensor([generated], dtype=torch.int64, device=device)
+    flags = torch.as_tensor(np.asarray(used), dtype=torch.int32).to(device)
+    if trainer.world_size > 1:
+        count = trainer.strategy.reduce(count, reduce_op="sum")
+        flags = trainer.strategy.reduce(flags, reduce_op="max")
+    generated = int(count.item())
+    return generated, max(0, int((flags > 0).sum().item()) - generated)
+
+
 class SynthesisStatsCallback(Callback):
     """Logs `synth/*` metrics of the data module's synthesis and cache traffic.
 
@@ -141,7 +160,7 @@ class SynthesisStatsCallback(Callback):
         values = {
             "images_per_s": stats["images_per_second"],
             "cache_hit_rate": stats["cache_hit_rate"],
-            "generated": stats["generated"],
+            "pipeline_generated": stats["generated"],
         }
         for name, value in values.items():
             # Counters of this rank's data pipeline (its workers included); rank 0's are logged.
@@ -153,3 +172,19 @@ class SynthesisStatsCallback(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._log_pipeline(trainer, pl_module, on_step=False)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        dm = self._datamodule(trainer)
+        if dm is None or not callable(getattr(dm, "synthesis_totals", None)):
+            return
+        generated, cached = run_synthesis_totals(trainer, dm)  # every rank takes part
+        if not trainer.is_global_zero:
+            return
+        metrics = {"synth/generated": float(generated), "synth/cached": float(cached)}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        print(
+            f"synthmask: synth/generated = {generated}, synth/cached = {cached} (synthetic "
+            f"samples this run generated / read from the cache, {trainer.world_size} process(es))",
+            flush=True,
+        )

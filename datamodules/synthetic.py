@@ -10,10 +10,14 @@ Two modes:
   `torchrun ... synthmask synthesize` (resumable; `fit` then finds everything cached).
 - `on_the_fly`: nothing is generated up front; the training data pipeline generates the
   samples it does not find in the cache (inside the DataLoader workers, one writer each) and
-  writes them through, so the second epoch and every rerun only read.
+  writes them through, so the second epoch and every rerun only read. A missing key is claimed
+  first, as in `ahead` mode, so ranks and concurrent runs that need the same sample (reliability
+  pruning reads all of them on every rank) generate it once.
 
 A cached sample is never generated twice: keys are content addressed (model, sampler, capture,
 mask settings, prompt, seed), so changing any of them makes new keys while old ones stay valid.
+`synthesis_totals()` says how many samples this process generated and which it used; the
+`SynthesisStatsCallback` sums them over ranks into `synth/generated` and `synth/cached`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
@@ -160,6 +165,7 @@ class SyntheticSegDataModule(LightningDataModule):
         self.train_transform = augment.train_transform()
         self.train_transform.add_targets({"reliability": "mask", "margin": "mask"})
         self.counters = SynthesisCounters()
+        self._ahead_generated = 0
         self.synthesis_report: SynthesisReport | None = None
         self._specs: list[SampleSpec] | None = None
         self._train: SyntheticSegDataset | None = None
@@ -240,7 +246,8 @@ class SyntheticSegDataModule(LightningDataModule):
         self._pin_cuda_device()
         rank, world = rank_and_world()
         specs = self.plan()
-        mine = [specs[i] for i in owned_indices(len(specs), rank, world)]
+        owned = owned_indices(len(specs), rank, world)
+        mine = [specs[i] for i in owned]
         report = synthesize_in_processes(
             self.synthesizer,
             self._open_cache(),
@@ -255,6 +262,9 @@ class SyntheticSegDataModule(LightningDataModule):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
         self.synthesis_report = report
+        self._ahead_generated += report.generated
+        self.counters.track(len(specs))
+        self.counters.mark_used(owned)
         return report
 
     def sample_records(self, count: int) -> list[SampleRecord]:
@@ -269,6 +279,13 @@ class SyntheticSegDataModule(LightningDataModule):
         """Counters of the training data pipeline (hits, generated, images/s, hit rate)."""
         return self.counters.snapshot()
 
+    def synthesis_totals(self) -> tuple[int, np.ndarray]:
+        """This process's part of the run's synthesis: the samples it and its DataLoader
+        workers generated (ahead pass and training pipeline), and (num_images,) uint8 flags
+        of the plan indices they used (generated or read from the cache)."""
+        generated = self._ahead_generated + int(self.counters.snapshot()["generated"])
+        return generated, self.counters.used()
+
     # ------------------------------------------------------------------ Lightning hooks
     def prepare_data(self) -> None:
         SampleCache(self.cache_dir)  # creates it; a clear error if it cannot be written
@@ -282,6 +299,7 @@ class SyntheticSegDataModule(LightningDataModule):
                 self.synthesize()  # fit logs via SynthesisStatsCallback
                 self.synthesizer.release()  # training needs the memory; reloaded on a miss
             self._open_cache()
+            self.counters.track(len(self.plan()))  # before any DataLoader worker starts
             self._train = SyntheticSegDataset(
                 self.plan(),
                 self.cache_dir,

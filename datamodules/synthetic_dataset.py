@@ -3,16 +3,17 @@
 Each item is read from the sample cache; an item that is not cached yet is generated inside
 the data pipeline (in batches: the DataLoader hands a whole batch of indices to
 `__getitems__`) and written through the cache by this process's own writer, so later epochs
-and reruns read it. Sharding across DDP ranks and DataLoader workers comes from the sampler
-(each index goes to one rank and one worker per epoch), so nothing is generated twice.
+and reruns read it. A missing key is claimed before it is generated, as `synthmask synthesize`
+does (datamodules/synthetic_claims.py): DDP ranks, DataLoader workers and concurrent runs that
+want the same key (reliability pruning reads every sample on every rank; two sweep trials
+share one cache) generate it once, and the others wait for it and read it.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +23,44 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from synthmask.cache import SampleCache, SampleRecord
+from synthmask.datamodules.synthetic_claims import generate_claimed
 from synthmask.datamodules.transforms import IGNORE_INDEX
 from synthmask.synthesis import SampleSynthesizer
-from synthmask.synthesis_plan import SampleSpec, batched
+from synthmask.synthesis_plan import SampleSpec
 
 
 class SynthesisCounters:
-    """Counters shared by the main process and its DataLoader workers (shared memory)."""
+    """Counters shared by the main process and its DataLoader workers (shared memory).
 
-    FIELDS = ("items", "cache_hits", "generated", "generation_seconds")
+    `generated`: samples this process and its workers generated; `by_others`: samples they
+    needed that concurrent writers (other ranks, other runs) had claimed and generated. With
+    `track(num_items)`, `used` marks which plan indices this process and its workers used at
+    all, so that the samples read from the cache can be counted once over epochs and ranks.
+    """
+
+    FIELDS = ("items", "cache_hits", "generated", "generation_seconds", "by_others")
 
     def __init__(self) -> None:
         # A spawn-context lock also works in forked workers; a fork-context one cannot be sent
         # to spawned workers (used for CUDA generation).
         self._values = multiprocessing.get_context("spawn").Array("d", len(self.FIELDS))
+        self._used: Any = None
+
+    def track(self, num_items: int) -> None:
+        """Record which of `num_items` plan indices get used (call before workers start)."""
+        if self._used is None or len(self._used) != num_items:
+            self._used = multiprocessing.get_context("spawn").RawArray("b", num_items)
+
+    def mark_used(self, indices: Iterable[int]) -> None:
+        if self._used is not None:
+            for index in indices:
+                self._used[int(index)] = 1
+
+    def used(self) -> np.ndarray:
+        """(num_items,) uint8: 1 where the plan index was used (empty before `track`)."""
+        if self._used is None:
+            return np.zeros(0, dtype=np.uint8)
+        return np.frombuffer(self._used, dtype=np.int8).astype(np.uint8)
 
     def __deepcopy__(self, memo: dict) -> SynthesisCounters:
         """Copies share the counters (shared memory cannot be copied): Lightning's weight
@@ -130,33 +155,30 @@ class SyntheticSegDataset(Dataset):
         if missing:
             for spec, record in zip(missing, self._generate(missing), strict=True):
                 found[spec.index] = record
+        self.counters.mark_used(wanted)
         return [found[int(i)] for i in indices]
 
     def _generate(self, specs: list[SampleSpec]) -> list[SampleRecord]:
+        """Records of `specs` (missing from the cache): generated under per-key claims."""
         if self.synthesizer is None:
             raise KeyError(
                 f"{len(specs)} sample(s) (e.g. index {specs[0].index}, key {specs[0].key}) are not "
                 f"in the cache at {self.cache_dir} and this dataset cannot generate. Fix: run "
                 "`synthmask synthesize --config <experiment>.yaml` (or use mode: on_the_fly)."
             )
+        cache = self.cache()
         if self._writer is None:
             worker = get_worker_info()
             rank, _ = rank_and_world()
             label = f"r{rank}w{worker.id if worker is not None else 'main'}"
-            # One shard per synthesis batch: a worker may exit at any epoch end, so nothing
-            # may stay buffered.
-            self._writer = self.cache().writer(label, shard_size=self.synthesis_batch_size)
-        records = []
-        for chunk in batched(specs, self.synthesis_batch_size):
-            start = time.perf_counter()
-            with torch.inference_mode():
-                generated = self.synthesizer.generate(chunk)
-            self.counters.add(generated=len(chunk), generation_seconds=time.perf_counter() - start)
-            for spec, record in zip(chunk, generated, strict=True):
-                self._writer.add(spec.key, record)
-            self._writer.flush()
-            records.extend(generated)
-        return records
+            self._writer = cache.writer(label, shard_size=self.synthesis_batch_size)
+        done = generate_claimed(
+            self.synthesizer, cache, self._writer, specs, self.synthesis_batch_size
+        )
+        self.counters.add(
+            generated=done.generated, generation_seconds=done.seconds, by_others=done.by_others
+        )
+        return [done.records[spec.key] for spec in specs]
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         return [
