@@ -90,6 +90,8 @@ def configure_wandb_logger(
     """Put the run's identity and mode into the logger's ``wandb.init`` arguments; returns what
     run.json records about W&B (mode, what decided it, project)."""
     init = logger._wandb_init
+    if init.get("anonymous") is None:
+        init.pop("anonymous", None)  # W&B warns about the setting even when it is unset
     trial = sweep_trial()
     decision = resolve_wandb_mode()
     run_id = init.get("id") or (trial.run_id if trial else None) or new_run_id()

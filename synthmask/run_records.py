@@ -87,8 +87,11 @@ def differing_settings(records: Sequence[Mapping[str, Any]]) -> list[str]:
     settings = [r.get("settings") or {} for r in records]
     keys = sorted({k for s in settings for k in s})
     missing = object()
-    differ = [k for k in keys if any(not _same(s.get(k, missing), settings[0].get(k, missing))
-                                     for s in settings[1:])]  # fmt: skip
+    differ = [
+        k
+        for k in keys
+        if any(not _same(s.get(k, missing), settings[0].get(k, missing)) for s in settings[1:])
+    ]
     overridden = {k for r in records for k in (r.get("overrides") or {})}
     chosen = {short_key(k) for k in overridden}
     first = [k for k in differ if short_key(k) in chosen]
@@ -115,64 +118,99 @@ def _wall(seconds: Any) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def _stopped(record: Mapping[str, Any]) -> str:
-    if record.get("stopped_early") is None:
+def _stopped(row: Mapping[str, Any]) -> str:
+    if row["stopped_early"] is None:
         return "-"
-    if not record["stopped_early"]:
-        return "no"
-    return f"yes ({record.get('stopped_reason') or 'unknown'})"
+    return f"yes ({row['stopped_reason'] or 'unknown'})" if row["stopped_early"] else "no"
 
 
-def _value(value: Any) -> str:
+def _cell(value: Any) -> str:
     if value is None:
         return "-"
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-def runs_table(
-    records: Sequence[Mapping[str, Any]], max_settings: int | None = None
-) -> tuple[list[str], list[list[str]], list[str]]:
-    """(header, rows, setting keys left out of the table) of the runs, one row each."""
-    keys = differing_settings(records)
-    shown = keys if max_settings is None else keys[:max_settings]
-    header = ["name", "group", *_column_names(shown)]
-    header += ["val/mIoU", "val/mIoU_best", "wall", "stopped_early", "status", "run_dir"]
+def run_rows(
+    records: Sequence[Mapping[str, Any]], setting_keys: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One dict per run: name, group, the given settings (full keys), final and best
+    ``val/mIoU``, wall time in seconds, stopped early and why, status and run directory."""
     rows = []
     for record in records:
         settings = record.get("settings") or {}
         metrics = record.get("metrics") or {}
         rows.append(
-            [
-                str(record.get("name") or record.get("run_id") or "?"),
-                str(record.get("group") or "-"),
-                *[_value(settings.get(k)) for k in shown],
-                _metric(metrics.get("val/mIoU")),
-                _metric(metrics.get("val/mIoU_best")),
-                _wall(record.get("wall_time_s")),
-                _stopped(record),
-                str(record.get("status") or "-"),
-                str(record.get("run_dir") or "-"),
-            ]
+            {
+                "name": record.get("name") or record.get("run_id"),
+                "group": record.get("group"),
+                **{key: settings.get(key) for key in setting_keys},
+                "val/mIoU": metrics.get("val/mIoU"),
+                "val/mIoU_best": metrics.get("val/mIoU_best"),
+                "wall_time_s": record.get("wall_time_s"),
+                "stopped_early": record.get("stopped_early"),
+                "stopped_reason": record.get("stopped_reason"),
+                "status": record.get("status"),
+                "run_dir": record.get("run_dir"),
+            }
         )
+    return rows
+
+
+def runs_table(
+    records: Sequence[Mapping[str, Any]], max_settings: int | None = None
+) -> tuple[list[str], list[list[str]], list[str]]:
+    """(header, text rows, setting keys left out) of the runs: one row each, for reading."""
+    keys = differing_settings(records)
+    shown = keys if max_settings is None else keys[:max_settings]
+    header = ["name", "group", *_column_names(shown)]
+    header += ["val/mIoU", "val/mIoU_best", "wall", "stopped_early", "status", "run_dir"]
+    rows = [
+        [
+            _cell(row["name"]),
+            _cell(row["group"]),
+            *[_cell(row[key]) for key in shown],
+            _metric(row["val/mIoU"]),
+            _metric(row["val/mIoU_best"]),
+            _wall(row["wall_time_s"]),
+            _stopped(row),
+            _cell(row["status"]),
+            _cell(row["run_dir"]),
+        ]
+        for row in run_rows(records, shown)
+    ]
     return header, rows, keys[len(shown) :]
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain aligned text table (columns separated by two spaces)."""
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-             for line in [header, *rows]]  # fmt: skip
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def write_csv(path: str | Path, records: Sequence[Mapping[str, Any]]) -> int:
+    """Write every run with every differing setting as CSV (raw values: metrics at full
+    precision, wall time in seconds, stopped_early true/false); returns the row count."""
+    keys = differing_settings(records)
+    rows = run_rows(records, keys)
+    names = dict(zip(keys, _column_names(keys), strict=True))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerow([names.get(column, column) for column in rows[0]] if rows else [])
+        for row in rows:
+            writer.writerow(
+                [
+                    "" if v is None else v if isinstance(v, str | int | float) else json.dumps(v)
+                    for v in row.values()
+                ]
+            )
+    return len(rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,7 +239,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hidden:
         print(f"({len(hidden)} more differing settings: {', '.join(hidden)}; all are in --csv)")
     if args.csv is not None:
-        full_header, full_rows, _ = runs_table(records)
-        write_csv(args.csv, full_header, full_rows)
-        print(f"synthmask runs: wrote {len(full_rows)} runs to {args.csv}")
+        count = write_csv(args.csv, records)
+        print(f"synthmask runs: wrote {count} runs to {args.csv}")
     return 0
