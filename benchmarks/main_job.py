@@ -132,11 +132,18 @@ def describe_run(config: dict[str, Any]) -> dict[str, str]:
 
 
 def git_sha() -> str:
-    """HEAD's commit, with ``-dirty`` when tracked files differ from it."""
+    """HEAD's commit, with ``-dirty`` when tracked files other than the benchmarks' own result
+    files (``benchmarks/results/``, which the scripts append to) differ from it."""
     sha = subprocess.run(
         ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO).returncode != 0
+    dirty = (
+        subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)benchmarks/results"],
+            cwd=REPO,
+        ).returncode
+        != 0
+    )
     return (sha or "unknown") + ("-dirty" if dirty else "")
 
 
@@ -145,8 +152,9 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, OMP_NUM_THREADS={threads}"
 
 
-def run_one(config: Path, seed: int, overrides: list[str]) -> None:
-    """In this process: fit the config with ``seed``; print the result line for the parent."""
+def run_one(config: Path, seed: int, overrides: list[str], test: bool = False) -> None:
+    """In this process: fit the config with ``seed`` (then, with ``test``, score the final
+    weights on the data module's test split); print the result line for the parent."""
     from synthmask.cli import main
 
     cli = main(["fit", "--config", str(config), f"--seed_everything={seed}", *overrides])
@@ -155,14 +163,20 @@ def run_one(config: Path, seed: int, overrides: list[str]) -> None:
         "train_steps": int(cli.trainer.global_step),
         "config": cli.config.as_dict(),
     }
+    if test:  # the weights as training left them, not a checkpoint chosen on val
+        scores = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+        result["test_miou"] = float(scores[0]["test/mIoU"])
     print(RESULT_MARK + json.dumps(result, default=str), flush=True)
 
 
-def run_seed(config: Path, seed: int, overrides: list[str], workdir: Path) -> dict[str, Any]:
+def run_seed(
+    config: Path, seed: int, overrides: list[str], workdir: Path, test: bool = False
+) -> dict[str, Any]:
     """Run one seed in a child process; its result plus wall and CPU seconds."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    cmd = [sys.executable, __file__, "--run-one", str(seed), "--config", str(config), "--"]
+    cmd = [sys.executable, __file__, "--run-one", str(seed), "--config", str(config)]
+    cmd += ["--test", "--"] if test else ["--"]
     proc = subprocess.run([*cmd, *overrides], cwd=workdir, stdout=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -236,13 +250,14 @@ def main() -> None:
     parser.add_argument("--real-miou", type=float, default=REAL_MIOU)
     parser.add_argument("--notes", default="", help="free text for the notes column")
     parser.add_argument("--run-one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--test", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="synthmask fit overrides, after --")
     args = parser.parse_args()
     config = args.config.resolve()
     if not config.is_file():
         raise FileNotFoundError(f"--config {config} does not exist; give an experiments/*.yaml.")
     if args.run_one is not None:
-        run_one(config, args.run_one, args.overrides)
+        run_one(config, args.run_one, args.overrides, args.test)
         return
     notes = " ".join([args.notes, *args.overrides]).strip()
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -1,52 +1,58 @@
-"""The paper's table in miniature (shapes world), every row over training seeds, plus scaling curves.
+"""The paper's table in miniature (shapes world), scored on held-out real scenes over seeds.
 
 Yoshihashi et al. (VOC val, DeepLabV3+): attn2mask on ~2k images 41.2; + prompt augmentation
-scaled to 168,679 images 51.1; + reliability-aware robust training 58.3. Here, with the shipped
-shapes LDM and the main job's segmenter and budget per image (12 epochs, so more steps as the
-image count grows, as the paper does):
+scaled to 168,679 images 51.1; + reliability-aware robust training 58.3. Each row here is a
+config anyone can rerun: the main job (``experiments/shapes_synth.yaml``, or
+``experiments/shapes_real.yaml`` for the real-mask rows) plus the row's own override files in
+``experiments/paper_table/`` (each file's header gives the exact command). Every row trains the
+same segmenter for the same 960 optimizer steps whatever its image count, and is scored after
+training, from its final weights, on the 300 real ``test`` scenes - never used to choose anything
+(``val``, the development split, is still logged). The rows:
 
-- ``baseline``: attn2mask pseudo-masks from bare class-name prompts ("a star"), 160 images;
-- ``prompt_aug``: attn2mask from augmented prompts - synonyms ("disk" for circle), attributes
-  (the colour) and counts (one or two shapes) - scaled 8x to 1280 images;
-- ``robust``: ``prompt_aug`` with the reliability-aware loss (the less reliable half of each
-  mask's pixels ignored, the best mode of the robust-training ablation);
-- ``real_bound``: the same segmenter on real rendered scenes with exact masks
-  (``experiments/shapes_real.yaml``);
-- ``best``: the package's best recipe, the main job (``experiments/shapes_synth.yaml``:
-  self_refine masks, reliability-aware loss) - beyond the paper;
-- ``lora_source_only`` and ``lora_adapted``: the ``best`` recipe validated on the *target*
-  domain's real scenes (textured backgrounds, washed-out colours, tinted light, blur, noise),
-  synthesized by the shipped LDM as is, and by the LDM adapted to the target from unlabeled
-  target images (a LoRA of the denoiser + a fine-tune of the VAE decoder,
-  benchmarks/target_adapters.py); the same prompts, synthesis seed and initial noises for both;
-- ``lora_real_bound``: the segmenter on real target scenes with exact masks (the target's bound);
-- ``lora_unet_only`` and ``lora_decoder_only``: each adapter alone (which one carries the gain).
+- ``baseline``: attn2mask masks from one fixed template per class in the generator's caption
+  grammar ("a red circle": one colour per class), 160 images, plain CE;
+- ``baseline_synonyms``: the same with the class word replaced by synonyms ("a red disk"): what
+  synonyms alone add;
+- ``prompt_aug_same_count``: augmented prompts (synonyms, every colour, one or two shapes) at the
+  baseline's 160 images: the augmentation's gain without the scale's;
+- ``prompt_aug``: the same scaled 8x to 1280 images: the scale's gain on top;
+- ``robust``: ``prompt_aug`` + the reliability-aware loss (one network, ``ignore``);
+- ``robust_beco``: ``prompt_aug`` + reliability-aware BECO co-training (two networks);
+- ``real_bound``: the segmenter on real rendered scenes with exact masks;
+- ``best``: the main job (self_refine masks, reliability-aware loss) - beyond the paper;
+- ``lora_source_only`` / ``lora_adapted``: ``best`` scored on the shifted *target* domain's
+  test scenes, synthesized by the shipped LDM / by the LDM adapted per seed from unlabeled
+  target images (denoiser LoRA + VAE decoder, ``benchmarks/target_adapters.py --seed S``);
+- ``lora_real_bound`` (not run by default): real target masks.
 
-Everything but the changed setting is the main job's (``experiments/shapes_synth.yaml``): the
-segmenter, its strong augmentation and quarter turns, 10 DDIM steps at guidance 5, the real val
-scenes (the LoRA rows: the target domain's). The adapters are trained once per work directory.
+Seed ``S`` of a row sets the training seed and the synthesis seed (other prompts, images and
+noises per seed) and, for ``lora_adapted``, the adapters' training seed; all rows share seeds.
+The all-background score of each domain's test scenes (what a segmenter that learned nothing
+gets) is printed as its own row.
 
-    python benchmarks/paper_table.py                  # table rows over seeds 0-2 + the curves
-    python benchmarks/paper_table.py --rows baseline prompt_aug --seeds 0
+    python benchmarks/paper_table.py                    # every default row, seeds 0-2
+    python benchmarks/paper_table.py --quick            # every default row at seed 0 (smoke check)
+    python benchmarks/paper_table.py --rows baseline robust --seeds 0-4
 
-Each run is ``synthmask fit`` in its own process (benchmarks/main_job.py runs it) from
-``--workdir`` (default ``runs/paper_table``, which holds the generated configs and the shared
-cache). Rows go to benchmarks/results/paper_table.csv (``row,setting,num_images,seed,val_miou,
-git_sha``), curve points to paper_table_scaling.csv; a run whose (row, setting, images, seed) is
-already in its CSV is skipped (``--force`` reruns), so a killed invocation resumes. The summary
-table (mean +- std, gains, the paper's gains) is printed and the curves are drawn to
-benchmarks/results/paper_table_scaling.png.
+Cost on an idle 2-core CPU: about 4 minutes per run (synthesis + 960 steps + scoring; twice that
+for ``robust_beco``) and 18 minutes per seed for the target adapters: about 2.5 hours for the
+default table. Runs are children (``synthmask fit``) working in ``--workdir`` (default
+``runs/paper_table``: the shared cache, W&B runs and adapters); each finished run appends a row
+to ``benchmarks/results/paper_table.csv`` and writes its resolved config to
+``benchmarks/results/paper_table_configs/<row>-seed<S>.yaml`` (the CSV holds its sha256). A run
+whose (row, seed, split) is in the CSV is skipped, so a killed invocation resumes. The optional
+scaling curves (``--curves``) go to ``paper_table_scaling.csv`` / ``.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -57,120 +63,121 @@ from target_adapters import train_decoder, train_lora  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 TABLE_CSV = RESULTS / "paper_table.csv"
+CONFIGS_DIR = RESULTS / "paper_table_configs"
 CURVE_CSV = RESULTS / "paper_table_scaling.csv"
 CURVE_PNG = RESULTS / "paper_table_scaling.png"
-MAIN_JOB = REPO / "experiments" / "shapes_synth.yaml"
-REAL = REPO / "experiments" / "shapes_real.yaml"
-COLUMNS = ["row", "setting", "num_images", "seed", "val_miou", "git_sha"]
-BASELINE_IMAGES = 160
-SCALE = 8
-CURVE_IMAGES = (160, 640, 1280, 2560, 5120)
-BARE_PROMPTS = {"templates": ["a {class}"]}
-AUGMENTED_PROMPTS = {
-    "scenes": "shapes",
-    "min_subjects": 1,
-    "max_subjects": 2,
-    "color_prob": 1.0,
-    "synonyms": True,
-}
-ATTN2MASK = {"class_path": "synthmask.masks.Attn2MaskConfig", "init_args": {}}
+MAIN_JOB = "experiments/shapes_synth.yaml"
+REAL = "experiments/shapes_real.yaml"
+ROW_DIR = "experiments/paper_table"
+SPLIT = "test"
+COLUMNS = [
+    "row", "setting", "split", "num_images", "train_steps", "seed", "synthesis_seed",
+    "test_miou", "val_miou", "config_sha256", "git_sha", "wall_seconds",
+]  # fmt: skip
+CURVE_IMAGES = (160, 640, 1280, 2560)
 # The paper's rows (VOC val mIoU, %); the miniature's rows are compared by their gains.
 PAPER = {"baseline": 41.2, "prompt_aug": 51.1, "robust": 58.3}
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """One row of the table: how its config differs from the main job's."""
+class Row:
+    """One row of the table: the base experiment and the override files applied after it."""
 
-    row: str
+    name: str
     setting: str
-    base: Path
-    prompts: dict | None = None
-    mask: dict | None = None
-    reliability_mode: str | None = None
+    configs: tuple[str, ...]
     synthetic: bool = True
-    val_domain: str = "source"
-    adapters: tuple[str, ...] = ()  # target-domain adapters to synthesize with: lora, decoder
+    domain: str = "source"
+    adapters: bool = False
+
+    def config_args(self) -> list[str]:
+        """``--config`` arguments, base first (paths relative to the repository)."""
+        return [arg for path in self.configs for arg in ("--config", str(REPO / path))]
 
 
-RECIPES = {
-    "baseline": Recipe("baseline", "attn2mask, bare prompts, CE", MAIN_JOB, BARE_PROMPTS, ATTN2MASK, "none"),
-    "prompt_aug": Recipe(
-        "prompt_aug", "attn2mask, augmented prompts, CE", MAIN_JOB, AUGMENTED_PROMPTS, ATTN2MASK, "none"
+def _row(name: str, setting: str, *files: str, base: str = MAIN_JOB, **kwargs) -> Row:
+    return Row(name, setting, (base, *(f"{ROW_DIR}/{f}.yaml" for f in files)), **kwargs)
+
+
+ROWS = {
+    "baseline": _row("baseline", "attn2mask, fixed template (one colour per class), CE", "baseline"),
+    "baseline_synonyms": _row(
+        "baseline_synonyms", "baseline + synonyms for the class word", "baseline", "baseline_synonyms"
     ),
-    "robust": Recipe(
-        "robust", "attn2mask, augmented prompts, reliability ignore", MAIN_JOB, AUGMENTED_PROMPTS,
-        ATTN2MASK, "ignore",
+    "prompt_aug_same_count": _row(
+        "prompt_aug_same_count", "attn2mask, augmented prompts, CE, baseline's image count",
+        "prompt_aug_same_count",
     ),
-    "real_bound": Recipe("real_bound", "real masks (shapes_real.yaml)", REAL, synthetic=False),
-    "best": Recipe("best", "main job: self_refine, augmented prompts, reliability ignore", MAIN_JOB),
-    "lora_source_only": Recipe(
-        "lora_source_only", "best, target val, shipped LDM", MAIN_JOB, val_domain="target"
+    "prompt_aug": _row("prompt_aug", "attn2mask, augmented prompts, CE, 8x images", "prompt_aug"),
+    "robust": _row("robust", "prompt_aug + reliability ignore (one net)", "prompt_aug", "robust"),
+    "robust_beco": _row(
+        "robust_beco", "prompt_aug + reliability-aware BECO co-training (two nets)", "prompt_aug",
+        "robust_beco",
     ),
-    "lora_adapted": Recipe(
-        "lora_adapted", "best, target val, LDM + target LoRA + target decoder", MAIN_JOB,
-        val_domain="target", adapters=("lora", "decoder"),
+    "real_bound": _row("real_bound", "real masks", "real_bound", base=REAL, synthetic=False),
+    "best": _row("best", "main job: self_refine, augmented prompts, reliability ignore", "best"),
+    "lora_source_only": _row(
+        "lora_source_only", "best on target test, shipped LDM", "best", "lora_source_only",
+        domain="target",
     ),
-    "lora_real_bound": Recipe(
-        "lora_real_bound", "real target masks (shapes_real.yaml, target domain)", REAL,
-        synthetic=False, val_domain="target",
+    "lora_adapted": _row(
+        "lora_adapted", "best on target test, LDM + target LoRA + target decoder", "best",
+        "lora_source_only", "lora_adapted", domain="target", adapters=True,
     ),
-    # Which adapter does it: each alone (not rows of the paper)
-    "lora_unet_only": Recipe(
-        "lora_unet_only", "best, target val, LDM + target LoRA", MAIN_JOB, val_domain="target",
-        adapters=("lora",),
-    ),
-    "lora_decoder_only": Recipe(
-        "lora_decoder_only", "best, target val, LDM + target decoder", MAIN_JOB,
-        val_domain="target", adapters=("decoder",),
+    "lora_real_bound": _row(
+        "lora_real_bound", "real target masks", "real_bound", "lora_real_bound", base=REAL,
+        synthetic=False, domain="target",
     ),
 }  # fmt: skip
-TABLE_IMAGES = {"baseline": BASELINE_IMAGES, "prompt_aug": SCALE * BASELINE_IMAGES}
-for _row in (
-    "robust",
-    "best",
-    *(n for n, r in RECIPES.items() if r.adapters or n == "lora_source_only"),
-):
-    TABLE_IMAGES[_row] = TABLE_IMAGES["prompt_aug"]
+DEFAULT_ROWS = [name for name in ROWS if name != "lora_real_bound"]
+# Gains the summary states: (row, reference row, what the difference isolates).
+GAINS = (
+    ("baseline_synonyms", "baseline", "synonyms alone"),
+    ("prompt_aug_same_count", "baseline", "prompt augmentation at equal image count"),
+    ("prompt_aug", "prompt_aug_same_count", "scale (8x images, same steps)"),
+    ("prompt_aug", "baseline", "augmentation + scale (the paper's second row)"),
+    ("robust", "prompt_aug", "reliability-aware loss, one net"),
+    ("robust_beco", "prompt_aug", "reliability-aware BECO co-training"),
+    ("robust_beco", "robust", "BECO over the one-net loss"),
+    ("lora_adapted", "lora_source_only", "target adapters (LoRA + decoder)"),
+)
 
 
-def set_key(config: dict, key: str, value: Any) -> bool:
-    """Set ``key`` where it already sits in a nested config (depth first); True if found."""
-    if key in config:
-        config[key] = value
-        return True
-    return any(isinstance(v, dict) and set_key(v, key, value) for v in config.values())
+def run_overrides(row: Row, seed: int, num_images: int | None = None) -> list[str]:
+    """Overrides after the row's configs: seeds, work-directory paths (relative to the run's
+    working directory), W&B group/name, per-seed adapters and a curve point's image count."""
+    args = [
+        *row.config_args()[2:],  # the base config is run_seed's --config
+        "--trainer.logger.init_args.save_dir=runs",
+        f"--trainer.logger.init_args.group=paper-table-{row.name}",
+        f"--trainer.logger.init_args.name={row.name} seed={seed}",
+    ]
+    if row.synthetic:
+        args += [
+            f"--data.init_args.synthesis.seed={seed}",
+            "--data.init_args.synthesis.cache_dir=cache",
+        ]
+    if num_images is not None:
+        args.append(f"--data.init_args.synthesis.num_images={num_images}")
+    if row.adapters:
+        args += [
+            f"--data.init_args.pipeline.lora_path={adapter_dir(seed)}/lora/weights",
+            f"--data.init_args.pipeline.vae_path={adapter_dir(seed)}/decoder/export",
+        ]
+    return args
 
 
-def recipe_config(recipe: Recipe, num_images: int, workdir: Path) -> Path:
-    """Write the recipe's config (the base config with the recipe's changes) under ``workdir``."""
-    config = yaml.safe_load(recipe.base.read_text())
-    config["trainer"]["max_time"] = None  # a busy machine must not cut a measured run short
-    config["trainer"]["logger"]["init_args"]["save_dir"] = str(workdir / "wandb")
-    data = config["data"]["init_args"]
-    if recipe.synthetic:
-        for key, value in (
-            ("num_images", num_images),
-            ("cache_dir", str(workdir / "cache")),
-            ("prompts", recipe.prompts),
-            ("mask", recipe.mask),
-        ):
-            if value is not None and not set_key(data, key, value):
-                raise KeyError(f"{recipe.base.name} has no data setting {key!r} to change")
-    if recipe.reliability_mode is not None:
-        config["model"]["init_args"]["reliability_mode"] = recipe.reliability_mode
-    if recipe.val_domain != "source":  # real data of that domain (train + val, or val only)
-        scenes = data["val_data"]["init_args"] if recipe.synthetic else data
-        scenes["domain"] = recipe.val_domain
-        scenes.pop("scene", None)  # the domain's own backgrounds
-    if "lora" in recipe.adapters:
-        data["pipeline"]["lora_path"] = str(train_lora(workdir))
-    if "decoder" in recipe.adapters:
-        data["pipeline"]["vae_path"] = str(train_decoder(workdir))
-    path = workdir / "configs" / f"{recipe.row}-{num_images}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+def adapter_dir(seed: int) -> str:
+    """The per-seed target adapters, relative to the work directory."""
+    return f"adapters/seed-{seed}"
+
+
+def resolved_config(result_config: dict) -> str:
+    """The run's resolved ``fit`` config as YAML (without the ``config`` file list, which holds
+    absolute paths): the text the CSV's ``config_sha256`` is taken of."""
+    config = dict(result_config.get("fit", result_config))
+    config.pop("config", None)
+    return yaml.safe_dump(config, sort_keys=True)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -180,94 +187,162 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def append_row(path: Path, row: dict[str, str]) -> None:
-    append_csv(path, [row], COLUMNS)
-
-
 def measure(
-    recipe: Recipe, num_images: int, seed: int, csv_path: Path, workdir: Path, force: bool
+    row: Row,
+    seed: int,
+    csv_path: Path,
+    workdir: Path,
+    force: bool = False,
+    num_images: int | None = None,
+    configs_dir: Path = CONFIGS_DIR,
 ) -> None:
-    """Run one (recipe, images, seed) unless its row is in ``csv_path`` already."""
-    done = {(r["row"], r["setting"], r["num_images"], r["seed"]) for r in read_rows(csv_path)}
-    images = str(num_images) if recipe.synthetic else "0"
-    if not force and (recipe.row, recipe.setting, images, str(seed)) in done:
-        print(f"{recipe.row} images={images} seed={seed}: in {csv_path.name}, skipped", flush=True)
+    """Run one (row, seed[, images]) unless it is in ``csv_path`` already; append its row."""
+    done = {(r["row"], r["seed"], r["split"], r["num_images"]) for r in read_rows(csv_path)}
+    key = (row.name, str(seed), SPLIT)
+    if not force and any(
+        d[:3] == key and (num_images is None or d[3] == str(num_images)) for d in done
+    ):
+        print(f"{row.name} seed={seed}: in {csv_path.name}, skipped", flush=True)
         return
-    config = recipe_config(recipe, num_images, workdir)
+    if row.adapters:
+        train_decoder(workdir, seed=seed)
+        train_lora(workdir, seed=seed)
     sha = git_sha()
-    result = run_seed(config, seed, [], workdir)
-    row = {
-        "row": recipe.row,
-        "setting": recipe.setting,
-        "num_images": images,
+    result = run_seed(
+        REPO / row.configs[0], seed, run_overrides(row, seed, num_images), workdir, test=True
+    )
+    text = resolved_config(result["config"])
+    suffix = f"-{num_images}" if num_images is not None else ""
+    configs_dir.mkdir(parents=True, exist_ok=True)
+    (configs_dir / f"{row.name}{suffix}-seed{seed}.yaml").write_text(text)
+    synthesis = _find(result["config"], "synthesis") or {}
+    record = {
+        "row": row.name,
+        "setting": row.setting,
+        "split": SPLIT,
+        "num_images": str(synthesis.get("num_images", 0)) if row.synthetic else "0",
+        "train_steps": str(result["train_steps"]),
         "seed": str(seed),
+        "synthesis_seed": str(synthesis.get("seed", "")) if row.synthetic else "",
+        "test_miou": f"{result['test_miou']:.4f}",
         "val_miou": f"{result['val_miou']:.4f}",
+        "config_sha256": hashlib.sha256(text.encode()).hexdigest()[:16],
         "git_sha": sha,
+        "wall_seconds": f"{result['wall_seconds']:.0f}",
     }
-    append_row(csv_path, row)
-    print(f"{recipe.row} images={images} seed={seed}: val mIoU {row['val_miou']} "
-          f"({result['wall_seconds']:.0f} s)", flush=True)  # fmt: skip
+    append_csv(csv_path, [record], COLUMNS)
+    print(f"{row.name} seed={seed}: test mIoU {record['test_miou']} (val {record['val_miou']}, "
+          f"{record['wall_seconds']} s)", flush=True)  # fmt: skip
 
 
-def summary(rows: list[dict[str, str]]) -> str:
-    """Markdown table: each row's mean +- std over seeds, its gain and the paper's gain."""
+def _find(config: object, key: str) -> object:
+    """The first value under ``key`` in a nested config (depth first)."""
+    if isinstance(config, dict):
+        if key in config:
+            return config[key]
+        for value in config.values():
+            if (found := _find(value, key)) is not None:
+                return found
+    return None
+
+
+def all_background_miou(domain: str) -> float:
+    """mIoU of predicting background everywhere on the test scenes of ``domain``: the score of a
+    segmenter that learned nothing (the main job's val/test data module, same metric)."""
+    import torch
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import LightningDataModule
+
+    from synthmask.models.metrics import SegmentationIoU, mean_iou
+
+    data = yaml.safe_load((REPO / MAIN_JOB).read_text())["data"]["init_args"]["val_data"]
+    if domain != "source":
+        data["init_args"]["domain"] = domain
+        data["init_args"]["scene"] = None
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "scenes", required=True)
+    module = parser.instantiate_classes(parser.parse_object({"scenes": data})).scenes
+    module.setup("test")
+    metric = SegmentationIoU(module.num_classes)
+    for batch in module.test_dataloader():
+        metric.update(torch.zeros_like(batch["mask"]), batch["mask"])
+    return float(mean_iou(metric.compute()))
+
+
+def _stats(rows: list[dict[str, str]], name: str) -> dict[str, float] | None:
+    values = {int(r["seed"]): float(r["test_miou"]) for r in rows if r["row"] == name}
+    if not values:
+        return None
+    seq = list(values.values())
+    return {
+        "mean": statistics.mean(seq),
+        "std": statistics.stdev(seq) if len(seq) > 1 else 0.0,
+        "n": len(seq),
+        "by_seed": values,
+    }
+
+
+def summary(rows: list[dict[str, str]], background: dict[str, float] | None = None) -> str:
+    """Markdown: each row's test mIoU mean +- std over seeds, then each gain isolated (paired
+    over the seeds both rows share: mean +- std of the per-seed differences)."""
     lines = [
-        "| row | setting | images | seeds | val mIoU | gain over the row above | paper (VOC) | paper gain |",
-        "|---|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
-    previous: float | None = None
-    paper_previous: float | None = None
-    means: dict[str, float] = {}
-    for name, recipe in RECIPES.items():
-        images = str(TABLE_IMAGES.get(name, 0)) if recipe.synthetic else "0"
-        values = [
-            float(r["val_miou"])
-            for r in rows
-            if r["row"] == name and r["setting"] == recipe.setting and r["num_images"] == images
-        ]
-        if not values:
-            continue
-        mean = statistics.mean(values)
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        means[name] = mean
-        gain = f"{mean - previous:+.3f}" if previous is not None and name in PAPER else ""
-        if recipe.adapters and "lora_source_only" in means:  # an adapter's gain
-            gain = f"{mean - means['lora_source_only']:+.3f}"
-        paper = PAPER.get(name)
-        paper_gain = (
-            f"{paper - paper_previous:+.1f}" if paper and paper_previous is not None else ""
-        )
+        f"| row | setting | images | seeds | {SPLIT} mIoU | paper (VOC val) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for domain, value in (background or {}).items():
         lines.append(
-            f"| {name} | {recipe.setting} | {images if recipe.synthetic else 'real'} | "
-            f"{len(values)} | {mean:.3f} +- {std:.3f} | {gain} | {paper or ''} | {paper_gain} |"
+            f"| all_background ({domain}) | predict background everywhere | - | - | {value:.3f} | |"
         )
-        if name in PAPER:
-            previous, paper_previous = mean, paper
+    for name, row in ROWS.items():
+        stats = _stats(rows, name)
+        if stats is None:
+            continue
+        images = next((r["num_images"] for r in rows if r["row"] == name), "")
+        lines.append(
+            f"| {name} | {row.setting} | {images if row.synthetic else 'real'} | {stats['n']} | "
+            f"{stats['mean']:.3f} +- {stats['std']:.3f} | {PAPER.get(name, '')} |"
+        )
+    lines += [
+        "",
+        "| gain | rows | paired seeds | gain (mean +- std) | better in |",
+        "|---|---|---|---|---|",
+    ]
+    for name, reference, what in GAINS:
+        a, b = _stats(rows, name), _stats(rows, reference)
+        if a is None or b is None:
+            continue
+        seeds = sorted(set(a["by_seed"]) & set(b["by_seed"]))
+        if not seeds:
+            continue
+        diffs = [a["by_seed"][s] - b["by_seed"][s] for s in seeds]
+        std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+        wins = sum(d > 0 for d in diffs)
+        lines.append(
+            f"| {what} | {name} - {reference} | {len(seeds)} | "
+            f"{statistics.mean(diffs):+.3f} +- {std:.3f} | {wins}/{len(seeds)} |"
+        )
     return "\n".join(lines)
 
 
 def plot_curves(rows: list[dict[str, str]], out: Path) -> None:
-    """val mIoU against image count for bare and augmented prompts (mean over seeds)."""
+    """Test mIoU against image count (960 steps each) for the two prompt recipes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for name, label in (
-        ("baseline", "bare class-name prompts"),
-        ("prompt_aug", "augmented prompts"),
-    ):
+    for name, label in (("baseline", "fixed template"), ("prompt_aug", "augmented prompts")):
         points: dict[int, list[float]] = {}
         for r in rows:
-            if r["row"] == name and r["setting"] == RECIPES[name].setting:
-                points.setdefault(int(r["num_images"]), []).append(float(r["val_miou"]))
+            if r["row"] == name:
+                points.setdefault(int(r["num_images"]), []).append(float(r["test_miou"]))
         if points:
             xs = sorted(points)
             ax.plot(xs, [statistics.mean(points[x]) for x in xs], "o-", label=label)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("synthetic images (12 epochs each)")
-    ax.set_ylabel("val mIoU on real scenes")
+    ax.set_xlabel("synthetic images (960 optimizer steps each)")
+    ax.set_ylabel("test mIoU on real scenes")
     ax.set_title("attn2mask masks, plain CE: scaling by prompt recipe")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -280,9 +355,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--seeds", default="0-2", help="training seeds of the table rows")
-    parser.add_argument("--curve-seeds", default="0", help="training seeds of the curve points")
+    parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS))
+    parser.add_argument("--seeds", default="0-2", help="seeds of the table rows, e.g. 0-2")
+    parser.add_argument("--quick", action="store_true", help="seed 0 only (a smoke check)")
+    parser.add_argument("--curves", action="store_true", help="also run the scaling curves")
+    parser.add_argument("--curve-seeds", default="0")
     parser.add_argument("--curve-images", type=int, nargs="*", default=list(CURVE_IMAGES))
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "paper_table")
     parser.add_argument("--csv", type=Path, default=TABLE_CSV)
@@ -292,21 +369,20 @@ def main() -> None:
     args = parser.parse_args()
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    for seed in parse_seeds(args.seeds):
+    seeds = [0] if args.quick else parse_seeds(args.seeds)
+    for seed in seeds:
         for name in args.rows:
-            images = TABLE_IMAGES.get(name, 0)
-            measure(RECIPES[name], images, seed, args.csv, workdir, args.force)
-    for seed in parse_seeds(args.curve_seeds) if args.curve_images else []:
-        for name in ("baseline", "prompt_aug"):
-            for images in args.curve_images:
-                measure(RECIPES[name], images, seed, args.curve_csv, workdir, args.force)
-    table = read_rows(args.csv)
-    print(summary(table))
-    # Table rows are curve points too (the baseline at 160 images, prompt_aug at 1280).
-    curve_rows = table + read_rows(args.curve_csv)
-    if curve_rows:
-        plot_curves(curve_rows, args.png)
+            measure(ROWS[name], seed, args.csv, workdir, args.force)
+    if args.curves:
+        for seed in parse_seeds(args.curve_seeds):
+            for name in ("baseline", "prompt_aug"):
+                for images in args.curve_images:
+                    measure(ROWS[name], seed, args.curve_csv, workdir, args.force, images,
+                            CONFIGS_DIR / "curves")  # fmt: skip
+        plot_curves(read_rows(args.curve_csv), args.png)
         print(f"curves: {args.png}")
+    background = {d: all_background_miou(d) for d in ("source", "target")}
+    print(summary(read_rows(args.csv), background))
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@ target images only: a VAE decoder fine-tune (experiments/shapes_target_decoder.y
 LoRA of the denoiser (experiments/shapes_target_lora.yaml), both from the same fixed pool of
 2000 target scenes with every caption replaced by one generic text.
 
-Each is one ``synthmask fit`` in a child process writing under ``<workdir>/adapters``; an adapter
-whose weights exist is not retrained, and the decoder run resumes from its last checkpoint.
+Each is one ``synthmask fit`` in a child process writing under ``<workdir>/adapters/seed-<S>``
+(``--seed S`` sets the training seed; the pool of target images stays the same); an adapter whose
+weights exist is not retrained, and the decoder run resumes from its last checkpoint.
 
-    python benchmarks/target_adapters.py [--workdir runs/paper_table]
+    python benchmarks/target_adapters.py [--workdir runs/paper_table] [--seed 0]
 """
 
 from __future__ import annotations
@@ -35,15 +36,21 @@ def _fit(config: Path, overrides: list[str], log: Path) -> None:
         raise RuntimeError(f"{config.name} failed (exit {proc.returncode}); its log: {log}")
 
 
-def train_decoder(workdir: Path, steps: int = DECODER_STEPS) -> Path:
+def adapter_root(workdir: Path, seed: int) -> Path:
+    """Where the adapters of training seed ``seed`` live under ``workdir``."""
+    return workdir / "adapters" / f"seed-{seed}"
+
+
+def train_decoder(workdir: Path, steps: int = DECODER_STEPS, seed: int = 0) -> Path:
     """The target-adapted VAE (encoder kept, decoder fine-tuned); returns its folder."""
-    root = workdir / "adapters" / "decoder"
+    root = adapter_root(workdir, seed) / "decoder"
     export = root / "export"
     if (export / "config.json").is_file():
         return export
     _fit(
         DECODER_CONFIG,
         [
+            f"--seed_everything={seed}",
             f"--trainer.max_steps={steps}",
             f"--trainer.default_root_dir={root}",
             f"--trainer.logger.init_args.save_dir={root}",
@@ -55,15 +62,16 @@ def train_decoder(workdir: Path, steps: int = DECODER_STEPS) -> Path:
     return export
 
 
-def train_lora(workdir: Path, steps: int = LORA_STEPS) -> Path:
+def train_lora(workdir: Path, steps: int = LORA_STEPS, seed: int = 0) -> Path:
     """The target LoRA of the shipped denoiser; returns the folder of its weights."""
-    root = workdir / "adapters" / "lora"
+    root = adapter_root(workdir, seed) / "lora"
     out = root / "weights"
     if (out / LORA_WEIGHTS).is_file():
         return out
     _fit(
         LORA_CONFIG,
         [
+            f"--seed_everything={seed}",
             f"--trainer.max_steps={steps}",
             f"--trainer.default_root_dir={root}",
             f"--trainer.logger.init_args.save_dir={root}",
@@ -80,9 +88,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "paper_table")
     parser.add_argument("--lora-steps", type=int, default=LORA_STEPS)
     parser.add_argument("--decoder-steps", type=int, default=DECODER_STEPS)
+    parser.add_argument("--seed", type=int, default=0, help="training seed of both adapters")
     args = parser.parse_args()
-    print("decoder:", train_decoder(args.workdir.resolve(), args.decoder_steps), flush=True)
-    print("lora:", train_lora(args.workdir.resolve(), args.lora_steps), flush=True)
+    workdir = args.workdir.resolve()
+    print("decoder:", train_decoder(workdir, args.decoder_steps, args.seed), flush=True)
+    print("lora:", train_lora(workdir, args.lora_steps, args.seed), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,195 +1,217 @@
-"""Pure parts of benchmarks/paper_table.py: the configs its rows run, resuming, the summary table."""
+"""benchmarks/paper_table.py: the row configs it runs (through the real CLI), per-seed synthesis
+and adapters, resuming from its CSV, the summary's paired gains and the all-background row."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from jsonargparse import ArgumentParser
-from lightning.pytorch import LightningDataModule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import main_job  # noqa: E402
 import paper_table  # noqa: E402
+import target_adapters  # noqa: E402
+
+from synthmask.cli import main as cli_main  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _no_adapter_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Configs of the adapted row name adapters; no test trains them."""
-    monkeypatch.setattr(paper_table, "train_lora", lambda workdir: tmp_path / "lora")
-    monkeypatch.setattr(paper_table, "train_decoder", lambda workdir: tmp_path / "vae")
+def _resolved(row: paper_table.Row, seed: int) -> dict:
+    """The row's config as `synthmask fit` resolves it for ``seed`` (``--print_config``)."""
+    # as main_job.run_one runs it: the base config, the seed, then the row's overrides
+    overrides = paper_table.run_overrides(row, seed)
+    args = ["fit", *row.config_args()[:2], f"--seed_everything={seed}", *overrides]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+        cli_main([*args, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(out.getvalue())
 
 
-def _data(path: Path) -> dict:
-    return yaml.safe_load(path.read_text())
+def _find(config: object, key: str) -> object:
+    return paper_table._find(config, key)
 
 
-def _find(config: dict, key: str):
-    if key in config:
-        return config[key]
-    for value in config.values():
-        if isinstance(value, dict) and (found := _find(value, key)) is not None:
-            return found
-    return None
+@pytest.fixture(scope="module")
+def resolved() -> dict[str, dict]:
+    """Every row resolved at seed 2 (the adapted row's adapters need not exist to parse)."""
+    return {name: _resolved(row, 2) for name, row in paper_table.ROWS.items()}
 
 
-def test_each_row_changes_only_its_setting(tmp_path: Path) -> None:
-    main = _data(paper_table.MAIN_JOB)
-    configs = {
-        name: _data(
-            paper_table.recipe_config(recipe, paper_table.TABLE_IMAGES.get(name, 0), tmp_path)
-        )
-        for name, recipe in paper_table.RECIPES.items()
-    }
-    base, aug, robust = configs["baseline"], configs["prompt_aug"], configs["robust"]
-    assert _find(base["data"], "prompts") == {"templates": ["a {class}"]}
-    assert _find(base["data"], "num_images") == 160
-    assert _find(aug["data"], "num_images") == 1280  # 8x the baseline
-    assert _find(aug["data"], "prompts")["synonyms"] is True
-    for cfg in (base, aug, robust):
-        assert _find(cfg["data"], "mask")["class_path"].endswith("Attn2MaskConfig")
-        assert _find(cfg["data"], "cache_dir") == str(tmp_path / "cache")
-        assert cfg["trainer"]["max_time"] is None
-    assert base["model"]["init_args"]["reliability_mode"] == "none"
-    assert robust["model"]["init_args"]["reliability_mode"] == "ignore"
-    # Everything else is the main job's: the segmenter and the val scenes.
-    assert base["model"]["init_args"]["net"] == main["model"]["init_args"]["net"]
-    assert _find(base["data"], "val_data") == _find(main["data"], "val_data")
-    # The best row is the main job itself (its own masks and prompts).
-    assert _find(configs["best"]["data"], "mask") == _find(main["data"], "mask")
+def test_trickiest_rows_resolve() -> None:
+    """The default suite resolves the rows that switch classes or add paths (all rows: slow)."""
+    beco = _resolved(paper_table.ROWS["robust_beco"], 1)
+    assert beco["model"]["class_path"].endswith("CoTrainingModule")
+    assert _find(beco["data"], "mask")["class_path"].endswith("Attn2MaskConfig")
+    assert _find(beco["data"], "synthesis")["seed"] == 1 and beco["seed_everything"] == 1
+    assert beco["trainer"]["max_steps"] == 960
+    adapted = _resolved(paper_table.ROWS["lora_adapted"], 1)
+    assert _find(adapted["data"], "pipeline")["lora_path"] == "adapters/seed-1/lora/weights"
+    assert _find(adapted["data"], "val_data")["init_args"]["domain"] == "target"
 
 
-def test_row_configs_parse_as_data_modules(tmp_path: Path) -> None:
-    """The generated data sections are valid for the data module's signature."""
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
-    for name in ("baseline", "prompt_aug"):
-        config = paper_table.recipe_config(paper_table.RECIPES[name], 160, tmp_path)
-        parser.parse_object({"data": _data(config)["data"]})
+def test_every_row_file_exists_and_is_documented() -> None:
+    for row in paper_table.ROWS.values():
+        for path in row.configs:
+            text = (paper_table.REPO / path).read_text()
+            assert text.startswith("#"), path
+        own = (paper_table.REPO / row.configs[-1]).read_text()
+        assert "synthmask fit" in own and "--config" in own  # the command to rerun it
 
 
-def test_unknown_setting_is_an_error(tmp_path: Path) -> None:
-    assert paper_table.set_key({"a": {"b": 1}}, "b", 2)
-    assert not paper_table.set_key({"a": {"b": 1}}, "c", 2)
-    broken = paper_table.Recipe("x", "x", paper_table.REAL, prompts={"templates": ["a {class}"]})
-    with pytest.raises(KeyError, match="shapes_real.yaml has no data setting"):
-        paper_table.recipe_config(broken, 160, tmp_path)
+@pytest.mark.slow
+def test_rows_run_the_same_steps_and_change_only_their_setting(resolved: dict) -> None:
+    for name, config in resolved.items():
+        trainer = config["trainer"]
+        assert trainer["max_steps"] == 960 and trainer["max_epochs"] == -1, name
+        assert trainer.get("max_time") is None, name
+        assert trainer["logger"]["init_args"]["group"] == f"paper-table-{name}"
+        assert trainer["logger"]["init_args"]["name"] == f"{name} seed=2"
+        assert config["seed_everything"] == 2
+    base, syn = resolved["baseline"], resolved["baseline_synonyms"]
+    prompts = _find(base["data"], "prompts")
+    prompts = prompts.get("init_args", prompts)
+    assert prompts["max_subjects"] == 1 and prompts["synonyms"] is False
+    colours = prompts["class_colors"]
+    assert len(colours) == 6 and len(set(colours.values())) == 6  # one fixed colour per class
+    syn_prompts = _find(syn["data"], "prompts")
+    assert syn_prompts.get("init_args", syn_prompts)["synonyms"] is True
+    for name in ("baseline", "baseline_synonyms", "prompt_aug_same_count"):
+        assert _find(resolved[name]["data"], "num_images") == 160
+    for name in ("prompt_aug", "robust", "robust_beco", "best", "lora_source_only", "lora_adapted"):
+        assert _find(resolved[name]["data"], "num_images") == 1280
+    for name in ("baseline", "prompt_aug_same_count", "prompt_aug", "robust", "robust_beco"):
+        assert _find(resolved[name]["data"], "mask")["class_path"].endswith("Attn2MaskConfig")
+    # augmented prompts: the same recipe at 160 and at 1280 images
+    assert _find(resolved["prompt_aug_same_count"]["data"], "prompts") == _find(
+        resolved["prompt_aug"]["data"], "prompts"
+    )
+    models = {n: resolved[n]["model"] for n in ("prompt_aug", "robust", "robust_beco")}
+    assert models["prompt_aug"]["init_args"]["reliability_mode"] == "none"
+    assert models["robust"]["init_args"]["reliability_mode"] == "ignore"
+    assert models["robust_beco"]["class_path"].endswith("CoTrainingModule")
+    assert models["robust_beco"]["init_args"]["net"] == models["robust"]["init_args"]["net"]
+    assert _find(resolved["best"]["data"], "mask")["class_path"].endswith("SelfRefineMaskConfig")
 
 
-def test_done_runs_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    csv_path = tmp_path / "table.csv"
-    recipe = paper_table.RECIPES["baseline"]
-    row = {"row": "baseline", "setting": recipe.setting, "num_images": "160", "seed": "0",
-           "val_miou": "0.1", "git_sha": "abc"}  # fmt: skip
-    paper_table.append_row(csv_path, row)
-    monkeypatch.setattr(paper_table, "run_seed", lambda *a: pytest.fail("ran a recorded run"))
-    paper_table.measure(recipe, 160, 0, csv_path, tmp_path, force=False)
-    monkeypatch.setattr(paper_table, "run_seed", lambda *a: {"val_miou": 0.25, "wall_seconds": 1})
-    paper_table.measure(recipe, 160, 1, csv_path, tmp_path, force=False)
-    rows = paper_table.read_rows(csv_path)
-    assert [(r["seed"], r["val_miou"]) for r in rows] == [("0", "0.1"), ("1", "0.2500")]
+@pytest.mark.slow
+def test_seed_sets_the_synthesis_seed_too(resolved: dict) -> None:
+    for name, row in paper_table.ROWS.items():
+        if row.synthetic:
+            assert _find(resolved[name]["data"], "synthesis")["seed"] == 2, name
+    other = _resolved(paper_table.ROWS["baseline"], 0)
+    assert _find(other["data"], "synthesis")["seed"] == 0
 
 
-def test_summary_gives_means_and_gains() -> None:
-    def rows(name: str, images: str, values: list[float]) -> list[dict[str, str]]:
-        setting = paper_table.RECIPES[name].setting
-        return [
-            {
-                "row": name,
-                "setting": setting,
-                "num_images": images,
-                "seed": str(i),
-                "val_miou": str(v),
-            }
-            for i, v in enumerate(values)
-        ]
-
-    table = rows("baseline", "160", [0.1, 0.2]) + rows("prompt_aug", "1280", [0.3, 0.5])
-    table += rows("prompt_aug", "640", [0.9])  # a curve point, not a table row
-    text = paper_table.summary(table)
-    assert "| baseline |" in text and "0.150 +- 0.071" in text
-    assert "0.400 +- 0.141 | +0.250 | 51.1 | +9.9 |" in text
-
-
-def test_lora_rows_differ_only_in_the_generator(tmp_path: Path) -> None:
-    """Both LoRA rows are the best recipe on target val; the adapted one adds the adapters."""
-    adapters = {"lora": tmp_path / "lora", "decoder": tmp_path / "vae"}  # the autouse fixture's
-    configs = {
-        name: _data(paper_table.recipe_config(paper_table.RECIPES[name], 1280, tmp_path))
-        for name in ("best", "lora_source_only", "lora_adapted")
-    }
-    source, adapted = configs["lora_source_only"], configs["lora_adapted"]
-    for cfg in (source, adapted):
-        val = _find(cfg["data"], "val_data")["init_args"]
-        assert val["domain"] == "target" and "scene" not in val  # the target's own backgrounds
-        assert cfg["model"] == configs["best"]["model"]
-    assert _find(source["data"], "pipeline") == _find(configs["best"]["data"], "pipeline")
+@pytest.mark.slow
+def test_lora_rows_differ_only_in_the_generator(resolved: dict) -> None:
+    source, adapted = resolved["lora_source_only"], resolved["lora_adapted"]
+    for config in (source, adapted):
+        val = _find(config["data"], "val_data")["init_args"]
+        assert val["domain"] == "target" and val["scene"] is None
     pipeline = _find(adapted["data"], "pipeline")
-    assert pipeline["lora_path"] == str(adapters["lora"])
-    assert pipeline["vae_path"] == str(adapters["decoder"])
-    # same prompts, synthesis seed, image count and masks: only the generator differs
+    assert pipeline["lora_path"] == "adapters/seed-2/lora/weights"  # per-seed adapters
+    assert pipeline["vae_path"] == "adapters/seed-2/decoder/export"
+    assert _find(source["data"], "pipeline")["lora_path"] is None
     for key in ("prompts", "synthesis", "mask", "val_data"):
         assert _find(source["data"], key) == _find(adapted["data"], key)
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
-    parser.parse_object({"data": adapted["data"]})
-    # each adapter alone
-    for name, lora, vae in (
-        ("lora_unet_only", str(adapters["lora"]), None),
-        ("lora_decoder_only", None, str(adapters["decoder"])),
-    ):
-        cfg = _data(paper_table.recipe_config(paper_table.RECIPES[name], 1280, tmp_path))
-        one = _find(cfg["data"], "pipeline")
-        assert (one.get("lora_path"), one.get("vae_path")) == (lora, vae)
-        assert _find(cfg["data"], "val_data") == _find(source["data"], "val_data")
-        assert paper_table.TABLE_IMAGES[name] == 1280
+    assert source["model"] == adapted["model"] == resolved["best"]["model"]
 
 
-def test_lora_gain_is_against_source_only() -> None:
-    rows = [
-        {"row": name, "setting": paper_table.RECIPES[name].setting, "num_images": "1280",
-         "seed": str(seed), "val_miou": str(value)}
-        for name, values in (("lora_source_only", [0.3, 0.4]), ("lora_adapted", [0.5, 0.6]))
-        for seed, value in enumerate(values)
-    ]  # fmt: skip
-    text = paper_table.summary(rows)
-    assert "| lora_adapted |" in text and "0.550 +- 0.071 | +0.200 |" in text
-
-
-def test_adapter_training_is_skipped_when_done(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import target_adapters
-
+def test_adapters_are_trained_per_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[str]] = []
-    monkeypatch.setattr(
-        target_adapters, "_fit", lambda config, overrides, log: calls.append(overrides)
-    )
-    decoder = target_adapters.train_decoder(tmp_path)
-    lora = target_adapters.train_lora(tmp_path)
-    assert len(calls) == 2
-    assert f"--model.init_args.export_dir={decoder}" in calls[0]
-    assert (
-        f"--trainer.callbacks.init_args.dirpath={tmp_path / 'adapters/decoder/checkpoints'}"
-        in calls[0]
-    )
-    assert f"--model.init_args.output_dir={lora}" in calls[1]
+    monkeypatch.setattr(target_adapters, "_fit", lambda config, args, log: calls.append(args))
+    decoder = target_adapters.train_decoder(tmp_path, seed=1)
+    lora = target_adapters.train_lora(tmp_path, seed=1)
+    assert decoder == tmp_path / "adapters/seed-1/decoder/export"
+    assert lora == tmp_path / "adapters/seed-1/lora/weights"
+    assert all("--seed_everything=1" in args for args in calls) and len(calls) == 2
     (decoder / "config.json").parent.mkdir(parents=True)
     (decoder / "config.json").write_text("{}")
     lora.mkdir(parents=True)
     (lora / target_adapters.LORA_WEIGHTS).write_bytes(b"x")
-    assert target_adapters.train_decoder(tmp_path) == decoder
-    assert target_adapters.train_lora(tmp_path) == lora
+    target_adapters.train_decoder(tmp_path, seed=1)
+    target_adapters.train_lora(tmp_path, seed=1)
     assert len(calls) == 2  # nothing retrained
+    target_adapters.train_lora(tmp_path, seed=2)
+    assert len(calls) == 3  # another seed, its own adapter
+    # the table's overrides point at the same folders, relative to the work directory
+    overrides = paper_table.run_overrides(paper_table.ROWS["lora_adapted"], 1)
+    assert f"--data.init_args.pipeline.lora_path={lora.relative_to(tmp_path)}" in overrides
+    assert f"--data.init_args.pipeline.vae_path={decoder.relative_to(tmp_path)}" in overrides
 
 
-def test_target_real_bound_trains_and_validates_on_target(tmp_path: Path) -> None:
-    real = _data(paper_table.REAL)
-    cfg = _data(paper_table.recipe_config(paper_table.RECIPES["lora_real_bound"], 0, tmp_path))
-    data = cfg["data"]["init_args"]
-    assert data["domain"] == "target" and "scene" not in data
-    assert {k: v for k, v in data.items() if k != "domain"} == {
-        k: v for k, v in real["data"]["init_args"].items() if k not in ("domain", "scene")
+def _fake_result(test_miou: float) -> dict:
+    config = {
+        "fit": {"config": ["/abs/x.yaml"], "data": {"synthesis": {"num_images": 160, "seed": 1}}}
     }
-    assert cfg["model"] == real["model"]
+    return {"val_miou": 0.5, "test_miou": test_miou, "train_steps": 960, "config": config,
+            "wall_seconds": 1.0}  # fmt: skip
+
+
+def test_measure_writes_row_config_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    csv_path, configs = tmp_path / "table.csv", tmp_path / "configs"
+    row = paper_table.ROWS["baseline"]
+    seen: list[tuple] = []
+
+    def fake_run_seed(config, seed, overrides, workdir, test):
+        seen.append((config, seed, test))
+        return _fake_result(0.25)
+
+    monkeypatch.setattr(paper_table, "run_seed", fake_run_seed)
+    monkeypatch.setattr(paper_table, "git_sha", lambda: "abc")
+    paper_table.measure(row, 1, csv_path, tmp_path, configs_dir=configs)
+    paper_table.measure(row, 1, csv_path, tmp_path, configs_dir=configs)  # recorded: skipped
+    assert len(seen) == 1 and seen[0][2] is True  # scored on the test split
+    [record] = paper_table.read_rows(csv_path)
+    assert record["split"] == "test" and record["test_miou"] == "0.2500"
+    assert record["synthesis_seed"] == "1" and record["num_images"] == "160"
+    text = (configs / "baseline-seed1.yaml").read_text()
+    assert "/abs/x.yaml" not in text  # no machine paths in the committed config
+    import hashlib
+
+    assert record["config_sha256"] == hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def test_summary_pairs_gains_over_shared_seeds() -> None:
+    def rows(name: str, values: dict[int, float]) -> list[dict[str, str]]:
+        return [{"row": name, "seed": str(s), "test_miou": str(v), "num_images": "160"}
+                for s, v in values.items()]  # fmt: skip
+
+    table = rows("baseline", {0: 0.2, 1: 0.3, 2: 0.4}) + rows("baseline_synonyms", {0: 0.3, 1: 0.3})
+    text = paper_table.summary(table, {"source": 0.117})
+    assert "| all_background (source) | predict background everywhere | - | - | 0.117 |" in text
+    assert "| baseline | " in text and "| 3 | 0.300 +- 0.100 | 41.2 |" in text
+    # only seeds 0 and 1 are shared: diffs +0.1 and 0.0
+    assert "| synonyms alone | baseline_synonyms - baseline | 2 | +0.050 +- 0.071 | 1/2 |" in text
+
+
+def test_all_background_score_is_background_iou_over_classes() -> None:
+    value = paper_table.all_background_miou("source")
+    # background is most of each scene: its IoU (= its pixel share) over the 7 classes
+    assert 0.09 < value < 1 / 7
+
+
+def test_dirty_mark_ignores_benchmark_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "t.csv").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "init")
+    monkeypatch.setattr(main_job, "REPO", tmp_path)
+    (tmp_path / "benchmarks" / "results" / "t.csv").write_text("a\nb\n")
+    assert not main_job.git_sha().endswith("-dirty")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert main_job.git_sha().endswith("-dirty")

@@ -42,6 +42,10 @@ class ScenePromptConfig:
             shipped shapes LDM's training captions (colour always named): without a colour its
             generations name the shape ~0.2 less often (CHANGELOG.md, 2026-11-25).
         synonyms: shapes only: draw shape synonyms ("disk") as well as class names.
+        class_colors: shapes only: one fixed colour per class (class name -> palette colour,
+            e.g. {"circle": "red"}), always named: the paper's fixed-template baseline in the
+            shipped LDM's caption grammar ("a red circle"). Classes left out get random
+            colours as ``color_prob`` says. None (default): every colour is drawn.
     """
 
     scenes: str = "cityscapes"
@@ -53,12 +57,23 @@ class ScenePromptConfig:
     suffix: str | None = None
     color_prob: float = 1.0
     synonyms: bool = False
+    class_colors: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.scenes not in SCENE_SETS:
             close = difflib.get_close_matches(self.scenes, SCENE_SETS, n=2)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise KeyError(f"unknown scene set {self.scenes!r}{hint}; valid: {list(SCENE_SETS)}.")
+        for name, color in (self.class_colors or {}).items():
+            if color not in PALETTE:
+                close = difflib.get_close_matches(color, PALETTE, n=2)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise KeyError(
+                    f"class_colors[{name!r}] = {color!r} is not a shapes-world colour{hint}; "
+                    f"valid: {', '.join(PALETTE)}."
+                )
+        if self.class_colors and self.scenes != "shapes":
+            raise ValueError("class_colors applies to scenes='shapes' only; remove it.")
 
     def composer(self, vocabulary: Vocabulary, seed: int) -> ScenePromptComposer:
         """The composer over ``vocabulary`` (class ids = its vocabulary ids)."""
@@ -100,6 +115,7 @@ class ScenePromptConfig:
             suffix=self.suffix or "",
             modifiers=tuple(PALETTE),
             modifier_prob=self.color_prob,
+            class_modifiers=dict(self.class_colors or {}),
             seed=seed,
         )
 
@@ -108,4 +124,7 @@ class ScenePromptConfig:
         return self.composer(vocabulary, seed).generate(num_prompts)
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        data = dict(self.__dict__)
+        if data["class_colors"] is None:  # configs without it describe themselves as before
+            del data["class_colors"]
+        return data

@@ -22,7 +22,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from synthmask.prompt_types import ClassWord, Prompt
@@ -116,6 +116,8 @@ class ScenePromptComposer:
         prefix: text before the first subject (e.g. "a picture of "), "" for none.
         modifiers: words that may precede a subject word (e.g. colours: "a red star").
         modifier_prob: chance each subject gets a modifier.
+        class_modifiers: class name -> the one modifier always used for it (overrides
+            ``modifiers`` / ``modifier_prob`` for that class).
         seed: prompts are a pure function of (seed, index).
 
     Example: "a car and a pedestrian on the road next to a building under the sky,
@@ -133,6 +135,7 @@ class ScenePromptComposer:
     prefix: str = ""
     modifiers: Sequence[str] = ()
     modifier_prob: float = 0.0
+    class_modifiers: Mapping[str, str] = field(default_factory=dict)
     seed: int = 0
     _by_name: dict[str, SceneClass] = field(init=False, repr=False)
 
@@ -146,6 +149,12 @@ class ScenePromptComposer:
                         f"SceneClass {sc.name!r} refers to {other!r}, which has no SceneClass; "
                         "add it or remove the reference."
                     )
+        for name in self.class_modifiers:
+            if name not in self._by_name:
+                raise KeyError(
+                    f"class_modifiers names {name!r}, which is not a scene class; valid: "
+                    f"{', '.join(self._by_name)}."
+                )
         if not self._role("subject"):
             raise ValueError("scene_classes has no 'subject' class; a scene needs at least one.")
         if not 1 <= self.min_subjects <= self.max_subjects:
@@ -255,7 +264,9 @@ class ScenePromptComposer:
 
     def _add_subject(self, builder, rng, subject: SceneClass, vehicle: SceneClass | None) -> None:
         modifier = ""
-        if self.modifiers and rng.random() < self.modifier_prob:
+        if subject.name in self.class_modifiers:
+            modifier = self.class_modifiers[subject.name]
+        elif self.modifiers and rng.random() < self.modifier_prob:
             modifier = rng.choice(self.modifiers)
         self._add_with_article(builder, rng, subject, modifier)
         if vehicle is not None:
