@@ -75,13 +75,12 @@ class FinalValidation(Callback):
             self._validated_step = trainer.global_step
 
     def _ends_after(self, trainer: Trainer, batch_idx: int) -> bool:
-        """Whether training ends after this batch."""
-        timer = self._timer(trainer)
-        remaining = timer.time_remaining() if timer is not None else None
-        if remaining is not None and remaining <= 0:
-            self._timer_fired = True
-            trainer.should_stop = True
+        """Whether training ends after this batch. Only synced state decides (should_stop, which
+        the Timer broadcasts, and step counters), so all DDP ranks agree."""
         if trainer.should_stop:
+            timer = self._timer(trainer)
+            remaining = timer.time_remaining() if timer is not None else None
+            self._timer_fired = self._timer_fired or (remaining is not None and remaining <= 0)
             return True
         if trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step:
             return True
