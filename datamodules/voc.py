@@ -7,6 +7,8 @@
   ImageSets/Segmentation/{train,val}.txt
   SegmentationClassAug/<id>.png      (SBD-augmented masks, only with use_sbd)
   ImageSets/Segmentation/train_aug.txt
+  classes.txt                        optional (written by `synthmask export`): line i+1 names
+                                     class id i; without it the 21 VOC classes
 ```
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from synthmask.datamodules.base import SegmentationDataModule, require_dir
 from synthmask.datamodules.dataset import MaskReader, SegmentationSample, read_index_mask
+from synthmask.datamodules.folder import read_class_names
 
 VOC_CLASS_NAMES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -56,7 +59,8 @@ def read_id_list(path: Path) -> list[str]:
 
 
 class VOCDataModule(SegmentationDataModule):
-    """PASCAL VOC 2012: 21 classes (background + 20 objects), 255 = border/ignore.
+    """PASCAL VOC 2012: 21 classes (background + 20 objects), 255 = border/ignore; a
+    ``classes.txt`` beside JPEGImages/ (a `synthmask export` of another vocabulary) names them.
 
     Args:
         root: folder holding VOCdevkit, or VOCdevkit, or VOCdevkit/VOC2012.
@@ -103,22 +107,27 @@ class VOCDataModule(SegmentationDataModule):
             )
         require_dir(self.voc_dir / "JPEGImages", "VOCDataModule", "the images", VOC_LAYOUT)
         require_dir(self.mask_dirs["val"], "VOCDataModule", "the class masks", VOC_LAYOUT)
+        classes_file = self.voc_dir / "classes.txt"
+        self._class_names = (
+            read_class_names(classes_file) if classes_file.is_file() else list(VOC_CLASS_NAMES)
+        )
 
     @property
     def class_names(self) -> list[str]:
-        return list(VOC_CLASS_NAMES)
+        return list(self._class_names)
 
     def find_samples(self, split: str) -> list[SegmentationSample]:
         list_path = self.split_lists[split]
         if not list_path.is_file():
+            if split == "train" and self.use_sbd:
+                fix = " plus the SBD train list (set `sbd_train_list` to its path)."
+            elif (self.voc_dir / "classes.txt").is_file():  # a `synthmask export`
+                fix = ". Fix: rerun `synthmask export` (it writes train.txt and val.txt)."
+            else:
+                fix = ". Fix: restore the ImageSets folder from the VOC2012 tar."
             raise FileNotFoundError(
                 f"VOCDataModule: split list {str(list_path)!r} is missing. Expected layout: "
-                f"{VOC_LAYOUT}"
-                + (
-                    " plus the SBD train list (set `sbd_train_list` to its path)."
-                    if split == "train" and self.use_sbd
-                    else ". Fix: restore the ImageSets folder from the VOC2012 tar."
-                )
+                f"{VOC_LAYOUT}{fix}"
             )
         ids = read_id_list(list_path)
         if split == "train" and self.use_sbd:

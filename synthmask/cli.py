@@ -42,7 +42,8 @@ DATA_COMMANDS: dict[str, str] = {
     SYNTHESIZE: "Fill the sample cache of a synthetic data module (resumable; shard it with "
     "torchrun). Builds only the data module: no network, no validation set.",
     EXPORT: "Write the cached samples of a config as a VOC-layout or image/mask folder data set "
-    "(--format voc|folder --output DIR; resumable).",
+    "(--format voc|folder --output DIR; resumable). The output folder must be new, empty or an "
+    "earlier export of the same samples; --force writes into any folder, overwriting its files.",
 }
 """Commands that run on the config's data module alone (listed by ``synthmask --help``)."""
 RUNS = "runs"
@@ -234,7 +235,25 @@ class _DataOnlyCLI(SynthmaskCLI):
             parser.add_argument(
                 "--format", type=str, required=True, help="Layout: voc | folder (see README)."
             )
-            parser.add_argument("--output", type=str, required=True, help="Export folder.")
+            parser.add_argument(
+                "--output",
+                type=str,
+                required=True,
+                help="Export folder: new, empty, or an earlier export of the same samples.",
+            )
+            parser.add_argument(
+                "--force",
+                action="store_true",
+                help="Write into a folder that holds other files or another export: files of "
+                "the same name are OVERWRITTEN, the other export's samples removed.",
+            )
+            parser.add_argument(
+                "--val-share",
+                type=float | None,
+                default=None,
+                help="voc: share of the samples listed in val.txt instead of train.txt, "
+                "chosen by name (deterministic); default 0.1, 0 = none.",
+            )
 
     def instantiate_classes(self) -> None:
         dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
@@ -334,10 +353,13 @@ def export(args: Sequence[str], raise_parse_errors: bool = False) -> Any:
         output,
         fmt,
         source=datamodule.synthesizer.fingerprint(),
+        force=bool(cli.config.get("force")),
+        val_share=cli.config.get("val_share"),
     )
+    held_out = f"; {report.val} of them in val.txt" if fmt == "voc" else ""
     print(
         f"synthmask: exported {len(items)} samples ({report.written} written, {report.skipped} "
-        f"already there) to {report.root}"
+        f"already there{held_out}) to {report.root}"
     )
     return report
 
