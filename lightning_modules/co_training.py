@@ -60,6 +60,20 @@ def build_peer_nets(
         return net, peer
 
 
+def foreground_shares(mask: torch.Tensor, reliability: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Share of labelled pixels that are foreground, overall and among the reliable ones.
+
+    Shape: ``mask`` (B, H, W) class ids (255 = ignore), ``reliability`` (B, H, W) in [0, 1].
+    """
+    labelled = mask != IGNORE_INDEX
+    foreground = labelled & (mask != 0)
+    reliable = labelled & (reliability > 0.5)
+    return {
+        "train/label_foreground": foreground.sum() / labelled.sum().clamp(min=1),
+        "train/reliable_foreground": (foreground & reliable).sum() / reliable.sum().clamp(min=1),
+    }
+
+
 class CoTrainingModule(SegmentationModule):
     """BECO co-training: nets f1 (``self.net``) and f2 (``self.net2``), same architecture.
 
@@ -180,6 +194,9 @@ class CoTrainingModule(SegmentationModule):
             )
             label = label.masked_fill(offline_mask == IGNORE_INDEX, IGNORE_INDEX)
             batch = {**batch, "mask": label, "reliability": online_reliable.float()}
+        # Foreground share of the labels trained on (offline masks, then online ones) and of the
+        # reliable pixels among them: online labels that collapse to background show here first.
+        label_stats = foreground_shares(batch["mask"], batch["reliability"])
         batch, pasted = copy_paste_halves(batch, p=self.copy_paste_p, generator=self.generator())
         band = boundary_band(pasted) if after_warmup else None
         images = batch["image"]
@@ -209,6 +226,7 @@ class CoTrainingModule(SegmentationModule):
                 "train/peer_disagreement": disagreement,
                 "train/reliable_fraction": reliable.float().mean(),
                 "train/online_labels": float(after_warmup),
+                **label_stats,
             },
             batch_size=size,
         )

@@ -371,3 +371,16 @@ def test_co_training_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     # DDP keeps both replicas of both nets identical although each rank drew its own pastes.
     for name in ("net", "net2"):
         assert ranks[0][name] == pytest.approx(ranks[1][name], rel=1e-9, abs=1e-9)
+
+
+def test_foreground_shares_measure_label_collapse() -> None:
+    from synthmask.lightning_modules.co_training import foreground_shares
+
+    mask = torch.tensor([[[0, 1, 2, 255], [0, 0, 0, 255]]])  # 6 labelled, 2 foreground
+    reliability = torch.tensor([[[1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0]]])
+    shares = foreground_shares(mask, reliability)
+    assert shares["train/label_foreground"].item() == pytest.approx(2 / 6)
+    # reliable labelled pixels: (0,0) bg, (0,1) fg, (1,2) bg -> 1 of 3 is foreground
+    assert shares["train/reliable_foreground"].item() == pytest.approx(1 / 3)
+    collapsed = foreground_shares(torch.zeros(1, 2, 2, dtype=torch.long), torch.ones(1, 2, 2))
+    assert collapsed["train/label_foreground"].item() == 0.0
