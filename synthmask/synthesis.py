@@ -6,6 +6,7 @@ What to generate (plan, prompts, label space) lives in `synthesis_plan.py`.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from synthmask.cache import CacheWriter, SampleCache, SampleRecord
+from synthmask.cache.claim_owners import claim_owners, waiting_message
 from synthmask.diffusion.capture import CaptureConfig
 from synthmask.diffusion.pipeline import PipelineConfig, load_pipeline, pipeline_fingerprint
 from synthmask.diffusion.sampling import generate_with_attention
@@ -32,6 +34,7 @@ from synthmask.synthesis_plan import LabelSpace, SampleSpec, batched, config_dig
 # of the keys, which no rounding fixes (tests/test_cache_same_bytes.py holds the tolerance).
 MARGIN_STEPS = 256
 _WAIT_SECONDS = 0.5  # poll interval while other writers hold claims on keys of this plan
+WAIT_REPORT_SECONDS = 30.0  # a waiting run says whom it waits for at first, then this often
 
 
 def _shifted(vocab_id: int) -> int:
@@ -260,13 +263,18 @@ def _generate_all(
     batch_size: int,
     report: SynthesisReport,
     on_batch: Callable[[Sequence[SampleSpec], list[SampleRecord]], None],
+    log: Callable[[str], None] = print,
 ) -> None:
     """Generate `specs` until every key is in the cache, claiming each key first.
 
     Keys claimed by another live writer are left to it and re-checked after each pass; a
-    writer found dead has its claims reaped (writer.recover) and they are taken over here.
+    writer found dead or stalled has its claims reaped (writer.recover) and they are taken
+    over here. While waiting, `log` is told which keys, whose claims and for how long (at
+    first, then every WAIT_REPORT_SECONDS).
     """
     pending, generated_before = list(specs), report.generated
+    wait_started: float | None = None
+    last_report: float | None = None
     while pending:
         waiting: list[SampleSpec] = []
         progressed = False
@@ -290,9 +298,17 @@ def _generate_all(
         if pending and not progressed:
             writer.flush()  # never wait while holding claims others may wait for
             start = time.perf_counter()
+            wait_started = start if wait_started is None else wait_started
+            if last_report is None or start - last_report >= WAIT_REPORT_SECONDS:
+                keys = [spec.key for spec in pending]
+                owners = claim_owners(cache.claims_dir, cache.lock_dir, keys)
+                log(waiting_message(owners, keys, start - wait_started))
+                last_report = start
             time.sleep(_WAIT_SECONDS)
             writer.recover()
             report.waited_seconds += time.perf_counter() - start
+        elif progressed:
+            wait_started = last_report = None
     report.by_others += len(specs) - (report.generated - generated_before)
 
 
@@ -347,7 +363,10 @@ def synthesize_into_cache(
                 report.verified += len(adopted)
                 bar.update(len(adopted))
                 missing = [spec for spec in missing if spec.key not in cache]
-                _generate_all(synthesizer, cache, writer, missing, batch_size, report, on_batch)
+                _generate_all(
+                    synthesizer, cache, writer, missing, batch_size, report, on_batch,
+                    log=lambda message: tqdm.write(f"{desc}: {message}", file=sys.stderr),
+                )  # fmt: skip
             bar.update(report.by_others)
     finally:
         bar.close()

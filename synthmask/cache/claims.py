@@ -22,10 +22,18 @@ Which guarantee holds where:
   crashed *host* keeps its locks until the server's lease expires (about 90 s). With `nolock`
   mounts (or file systems without shared locks), `flock` is only seen on one host: a writer
   then trusts `flock` only for owners on its own host, and declares an owner on another host
-  dead when its heartbeat is older than `STALE_SECONDS` (set it well above the clock skew
-  between hosts). In that mode a hung-but-alive owner can be taken over; the writer re-checks
-  the index before each commit and drops keys another writer committed meanwhile, so a
-  duplicate costs work, not correctness of the index (the first indexed copy wins).
+  dead when its heartbeat is older than the staleness window. In that mode a hung-but-alive
+  owner can be taken over; the writer re-checks the index before each commit and drops keys
+  another writer committed meanwhile, so a duplicate costs work, not correctness of the index
+  (the first indexed copy wins).
+
+Waits are bounded. A heartbeat is fresh while its age lies in [-CLOCK_SKEW_SECONDS,
+stale_seconds()] (`STALE_SECONDS`, or `$SYNTHMASK_STALE_SECONDS`): a lock dated further in the
+future (clock skew, another host, a hand-set mtime) is stale, not forever fresh. An owner on this
+host whose flock is held but whose heartbeat is stale is *stalled* (stopped with SIGSTOP, or hung
+with its heartbeat thread): it is alive, so its lock and temp files stay, but its claims are
+taken over (`reap_claims`); if it resumes, it drops the keys others committed meanwhile and
+never removes a claim that no longer names it.
 """
 
 from __future__ import annotations
@@ -39,7 +47,9 @@ import time
 from pathlib import Path
 
 HEARTBEAT_SECONDS = 5.0
-STALE_SECONDS = 60.0
+STALE_SECONDS = 60.0  # default staleness window; `$SYNTHMASK_STALE_SECONDS` overrides it
+STALE_SECONDS_ENV = "SYNTHMASK_STALE_SECONDS"
+CLOCK_SKEW_SECONDS = 60.0  # a heartbeat dated further in the future than this is stale
 CLAIM_SUFFIX = ".claim"
 _SAFE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 HOST = socket.gethostname()
@@ -67,23 +77,56 @@ def read_owner(path: Path) -> dict | None:
     return data if isinstance(data, dict) and isinstance(data.get("writer"), str) else None
 
 
-def owner_is_dead(lock: Path, flock_free: bool, now: float | None = None) -> bool:
-    """Whether the writer of `lock` is dead, given whether its flock could be taken.
+def stale_seconds() -> float:
+    """The staleness window: `$SYNTHMASK_STALE_SECONDS` when set (> 0), else STALE_SECONDS."""
+    raw = os.environ.get(STALE_SECONDS_ENV, "").strip()
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = 0.0
+        if not value > 0 or value != value or value == float("inf"):
+            raise ValueError(
+                f"{STALE_SECONDS_ENV}={raw!r} is not a number of seconds > 0; unset it (default "
+                f"{STALE_SECONDS:g}) or set e.g. {STALE_SECONDS_ENV}=120."
+            )
+        return value
+    return STALE_SECONDS
 
-    Same host: `flock` is authoritative on every file system (the kernel releases it when the
-    process dies). Other host: `flock` is trusted only together with a stale heartbeat, since
-    `nolock` NFS mounts do not share locks between hosts.
+
+def heartbeat_is_fresh(age: float) -> bool:
+    """Whether a heartbeat `age` seconds old is fresh (dated at most CLOCK_SKEW_SECONDS in the
+    future and at most stale_seconds() in the past)."""
+    return -CLOCK_SKEW_SECONDS <= age <= stale_seconds()
+
+
+LIVE, STALLED, DEAD = "live", "stalled", "dead"
+
+
+def owner_state(lock: Path, flock_free: bool, now: float | None = None) -> str:
+    """LIVE, STALLED or DEAD: the state of the writer of `lock`, given whether its flock could
+    be taken (see the module docstring).
+
+    Same host: `flock` is authoritative for death on every file system (the kernel releases it
+    when the process dies); a held flock with a stale heartbeat is STALLED. Other host: `flock`
+    is not trusted (`nolock` NFS mounts do not share locks), so a stale heartbeat means DEAD.
     """
     try:
-        age = (now or time.time()) - lock.stat().st_mtime
+        age = (time.time() if now is None else now) - lock.stat().st_mtime
     except FileNotFoundError:
-        return True
+        return DEAD
+    fresh = heartbeat_is_fresh(age)
     owner = read_owner(lock)
     if owner is None:  # being created right now, or torn: judge by the heartbeat alone
-        return flock_free and age > STALE_SECONDS
+        return DEAD if flock_free and not fresh else LIVE if fresh else STALLED
     if owner.get("host") == HOST:
-        return flock_free
-    return age > STALE_SECONDS
+        return DEAD if flock_free else LIVE if fresh else STALLED
+    return LIVE if fresh else DEAD
+
+
+def owner_is_dead(lock: Path, flock_free: bool, now: float | None = None) -> bool:
+    """Whether the writer of `lock` is dead (see `owner_state`)."""
+    return owner_state(lock, flock_free, now) == DEAD
 
 
 class Claims:
@@ -112,10 +155,14 @@ class Claims:
         return True
 
     def release(self, keys: list[str] | set[str]) -> None:
-        """Remove our claims of `keys` (after their shard is committed, or when not needed)."""
+        """Remove our claims of `keys` (after their shard is committed, or when not needed);
+        a claim file that names another writer now (ours was taken over) is left alone."""
         for key in list(keys):
             if key in self.held:
-                (self.dir / claim_name(key)).unlink(missing_ok=True)
+                path = self.dir / claim_name(key)
+                owner = read_owner(path)
+                if owner is not None and owner["writer"] == self.writer_id:
+                    path.unlink(missing_ok=True)
                 self.held.discard(key)
 
     def lost(self) -> set[str]:
@@ -128,20 +175,33 @@ class Claims:
         return gone
 
 
-def reap_claims(lock_dir: Path, claims_dir: Path, dead: set[str], live: set[str]) -> int:
-    """Remove the claims of the `dead` writers, and orphans: claims whose owner has no lock
-    file, or unreadable ones older than STALE_SECONDS. Call only while holding the dead
-    writers' flocks (so one reaper at a time). Returns how many were removed."""
+def reap_claims(
+    lock_dir: Path,
+    claims_dir: Path,
+    dead: set[str],
+    live: set[str],
+    stalled: set[str] | frozenset[str] = frozenset(),
+) -> int:
+    """Remove the claims of the `dead` and `stalled` writers, and orphans: claims whose owner
+    has no lock file, or unreadable ones whose mtime is not a fresh heartbeat (older than the
+    staleness window, or dated in the future beyond the clock skew). Call only while holding
+    the dead writers' flocks (so one reaper at a time). Entries that are not files (a
+    directory named like a claim) are left to recovery, which moves them to quarantine/.
+    Returns how many were removed."""
     removed = 0
     now = time.time()
     for path in claims_dir.glob(f"*{CLAIM_SUFFIX}"):
+        if not path.is_file():
+            continue
         owner = read_owner(path)
         if owner is None:
             try:
-                if now - path.stat().st_mtime <= STALE_SECONDS:
+                if heartbeat_is_fresh(now - path.stat().st_mtime):
                     continue
             except FileNotFoundError:
                 continue
+        elif owner["writer"] in stalled:
+            pass  # alive but stopped: its claims are taken over, its lock stays
         elif owner["writer"] in live:
             continue
         elif owner["writer"] not in dead and (lock_dir / f"{owner['writer']}.lock").exists():
@@ -154,7 +214,9 @@ def reap_claims(lock_dir: Path, claims_dir: Path, dead: set[str], live: set[str]
 class Heartbeat:
     """A daemon thread touching `path` every `interval` seconds until `stop()`."""
 
-    def __init__(self, path: Path, interval: float = HEARTBEAT_SECONDS) -> None:
+    def __init__(self, path: Path, interval: float | None = None) -> None:
+        if interval is None:  # several beats per staleness window, even when it is short
+            interval = min(HEARTBEAT_SECONDS, stale_seconds() / 4)
         self.path = path
         self._stop = threading.Event()
         self._thread = threading.Thread(

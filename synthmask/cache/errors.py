@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 
@@ -17,11 +18,28 @@ class CacheWriteError(OSError):
 def _advice(root: Path, path: Path, err: OSError) -> str:
     """The fix for `err` raised on `path` inside the cache at `root`."""
     code = err.errno
-    if code == errno.ENOSPC or code == errno.EDQUOT:
+    if code == errno.ENOSPC and out_of_inodes(root):
         return (
-            f"the file system holding {root} is full (or over quota). Free space there (remove "
-            f"old caches, or `synthmask cache stats {root}` to see its size) or pass a cache_dir "
-            "on a larger disk."
+            f"the file system holding {root} has no free inodes left (too many files; its "
+            "bytes are not the problem). Remove files there (many small files: old caches, "
+            "checkpoints), or pass a cache_dir on another file system (`df -i` shows inodes)."
+        )
+    if code == errno.ENOSPC:
+        return (
+            f"the file system holding {root} is full. Free space there (remove old caches, or "
+            f"`synthmask cache stats {root}` to see its size) or pass a cache_dir on a larger "
+            "disk (`df -h` shows free space)."
+        )
+    if code == errno.EDQUOT:
+        return (
+            f"your disk quota on the file system holding {root} is used up (bytes or number of "
+            "files: `quota -s` shows which). Remove files you own there, ask for a larger quota, "
+            "or pass a cache_dir on another file system."
+        )
+    if code == errno.EISDIR:
+        return (
+            f"{path} is a directory where the cache expects a file. Run `synthmask cache repair "
+            f"{root}` (it moves such entries to quarantine/), or move it away by hand."
         )
     if code == errno.ENOTDIR or code == errno.EEXIST:
         return (
@@ -35,6 +53,18 @@ def _advice(root: Path, path: Path, err: OSError) -> str:
         f"/scratch/synthmask-cache`) or fix its permissions (`chmod -R u+w {root}`); a read-only "
         "cache can only be read."
     )
+
+
+def out_of_inodes(path: Path) -> bool:
+    """Whether the file system holding `path` has no free inodes (ENOSPC from a full inode
+    table looks like a full disk). False when it cannot be told (no statvfs, no inode count)."""
+    for candidate in (path, *path.parents):
+        try:
+            info = os.statvfs(candidate)
+        except OSError:
+            continue
+        return info.f_files > 0 and info.f_favail == 0
+    return False
 
 
 def not_writable_error(root: Path, err: OSError, path: Path | None = None) -> CacheNotWritableError:

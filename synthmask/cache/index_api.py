@@ -26,8 +26,8 @@ class ShardIndex(Protocol):
     # manifest file name -> its bad lines [(line number, problem)] / wrong records' digests
     bad_manifest_lines: dict[str, list[tuple[int, str]]]
     wrong_records: dict[str, set[str]]
-    # manifest file name -> names of shards it lists that are not on disk
-    missing_shards: dict[str, set[str]]
+    # manifest file name -> {shard name: record digest} of listed shards that are not on disk
+    missing_shards: dict[str, dict[str, str]]
 
     def refresh(self) -> int: ...
 

@@ -113,7 +113,7 @@ def read_lines(path: Path, offset: int = 0, line: int = 0) -> ManifestRead:
         with open(path, "rb") as f:
             f.seek(offset)
             data = f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         return out
     end = data.rfind(b"\n") + 1
     for raw in data[:end].split(b"\n")[:-1]:

@@ -40,6 +40,7 @@ from synthmask.cache.shard import (
     sample_checksum,
 )
 from synthmask.cache.stats import CacheStats
+from synthmask.cache.strays import file_kind
 from synthmask.cache.writer import CacheWriter
 
 __all__ = ["CacheNotWritableError", "SampleCache"]
@@ -94,8 +95,8 @@ class SampleCache:
         self._verified: set[str] = set()  # shards hashed against their manifest this process
         # manifest -> digests of valid-looking records found wrong about their (sound) shard
         self.wrong_records: dict[str, set[str]] = {}
-        # manifest -> names of shards it lists that are not on disk (deleted, or quarantined)
-        self.missing_shards: dict[str, set[str]] = {}
+        # manifest -> {shard: record digest} of listed shards not on disk (deleted/quarantined)
+        self.missing_shards: dict[str, dict[str, str]] = {}
         self._wrong: set[str] = set()
         self._reset_index()
         self.refresh()
@@ -122,6 +123,8 @@ class SampleCache:
         before = len(self._row_of)
         if self.manifest_dir.is_dir():
             for path in sorted(self.manifest_dir.glob(f"*{MANIFEST_SUFFIX}")):
+                if file_kind(path) is not None:
+                    continue  # a stray (a directory named like a manifest): see strays.py
                 offset, line = self._manifest_offsets.get(path.name, (0, 0))
                 read = read_lines(path, offset, line)
                 self._manifest_offsets[path.name] = (read.offset, read.line)
@@ -156,12 +159,18 @@ class SampleCache:
         name, digest = record["shard"], record_digest(record)
         if name in self._shard_id or name in self._bad_shards or digest in self._wrong:
             return False
-        try:
-            size = (self.shard_dir / name).stat().st_size
-        except FileNotFoundError:
-            return False  # quarantined or removed by another process
         meta = {"bytes": record["bytes"], "sha256": record["sha256"], "manifest": source,
                 "digest": digest}  # fmt: skip
+        path = self.shard_dir / name
+        kind = file_kind(path)
+        if kind == "a directory" or kind == "not a regular file":
+            self._quarantine_listed(name, meta, f"{kind} where the shard file should be")
+            return False
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:  # deleted, a dangling link, or quarantined by another process
+            self._missing(name, meta, len(record["samples"]))
+            return False
         if size != record["bytes"]:
             self._drop(name, meta, f"size {size} bytes, manifest says {record['bytes']}")
             return False
@@ -182,6 +191,26 @@ class SampleCache:
             self._row_sha256.extend(bytes.fromhex(sample["sha256"]))
         meta["rows"] = (first_row, len(self._row_key))
         return True
+
+    def _missing(self, name: str, meta: dict[str, Any], samples: int) -> None:
+        """A listed shard that is not on disk: its keys are not indexed (they are generated
+        again); warned about once unless it sits in quarantine/ (already reported there)."""
+        listed = self.missing_shards.setdefault(meta["manifest"], {})
+        if name in listed:
+            return
+        listed[name] = meta["digest"]
+        if os.path.lexists(self.quarantine_dir / name):
+            return
+        problem = (
+            f"{self.shard_dir / name}: listed in {self.manifest_dir / meta['manifest']} but "
+            f"missing; its {samples} samples are generated again by the next synthesis run"
+        )
+        self.problems.append(problem)
+        warnings.warn(
+            f"cache shard {problem} (`synthmask cache repair {self.root}` drops the record).",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
     def known_shards(self) -> set[str]:
         """Names of the shards indexed or found bad by this process."""
@@ -343,7 +372,7 @@ class SampleCache:
         try:
             check_shard(self.shard_dir / name)
         except (ShardError, OSError):
-            self.quarantine(name, reason)
+            self._quarantine_listed(name, meta, reason)
             return
         if meta["digest"] in self._wrong:
             return
@@ -358,6 +387,13 @@ class SampleCache:
             RuntimeWarning,
             stacklevel=3,
         )
+
+    def _quarantine_listed(self, name: str, meta: dict[str, Any], reason: str) -> None:
+        """Quarantine a shard a manifest lists; once moved, the next recovery rewrites the
+        manifest without its record (see recovery.compact_dead_manifests)."""
+        self.quarantine(name, reason)
+        if self.repair and os.path.lexists(self.quarantine_dir / name):
+            self.missing_shards.setdefault(meta["manifest"], {})[name] = meta["digest"]
 
     def shards_of(self, keys: list[str]) -> set[str]:
         """Names of the shards holding the indexed ones among `keys`."""
