@@ -13,6 +13,7 @@ and reliability overlays (used by the callback during `fit`, and by its `log_syn
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from synthmask.cache import SampleRecord
 from synthmask.callbacks.wandb_utils import find_wandb_logger
+from synthmask.wandb_mode import offline_fallback_line, resolve_wandb_mode
 
 IGNORE_INDEX = 255
 RELIABILITY_LABELS = {0: "unreliable", 1: "reliable"}
@@ -72,9 +74,16 @@ def log_synthesis_run(datamodule: Any, report: Any) -> bool:
     if run is None:
         if not mode:
             return False
+        # The mode W&B would pick; with no mode and no login, offline (and one line saying so).
+        decision = resolve_wandb_mode()
         run = wandb.init(
-            project=datamodule.wandb_project, job_type="synthesize", config=dict(datamodule.hparams)
+            project=datamodule.wandb_project,
+            job_type="synthesize",
+            config=dict(datamodule.hparams),
+            mode=decision.mode,
         )
+        if decision.is_fallback:
+            print(offline_fallback_line(os.environ.get("WANDB_DIR") or ".", run.id), flush=True)
         started = True
     run.log(
         {

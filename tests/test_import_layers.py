@@ -77,6 +77,7 @@ ALLOWED: dict[str, set[str]] = {
         "run_identity",
         "run_records",
         "synthesis_plan",
+        "wandb_mode",
     },
     "datamodules": {
         "cache",
