@@ -9,6 +9,10 @@ and skew the mIoU; the data modules' UnpaddedDistributedSampler (datamodules/loa
 not. (Training itself cannot be made bit-identical between 1 and 2 processes on CPU: SyncBatchNorm
 is GPU-only, so BatchNorm sees per-process batches.) A metric computed per process and averaged,
 instead of synced, would in general not equal the single-process value.
+
+A 2-process DDP sweep trial launched the way ``wandb agent`` launches it (logger on, on-the-fly
+synthesis with reliability pruning on an empty cache, so both ranks read every sample): each
+sample is generated once over the ranks and the trial is one W&B run, the agent's (slow).
 """
 
 from __future__ import annotations
@@ -20,6 +24,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures_diffusion import tiny_pipeline_dir_fixture  # noqa: F401  (fixture tiny_pipeline_dir)
+from fixtures_sweep_agent import (
+    PLAN,
+    REPO,
+    SWEEP_ID,
+    draw_parameters,
+    launch_trial,
+    load_sweep,
+    mirror_repository,
+    offline_run,
+    shapes_budget,
+)
 
 TESTS = Path(__file__).resolve().parent
 
@@ -89,3 +105,29 @@ def test_ddp_validation_miou_equals_single_process_on_same_weights(tmp_path: Pat
     )
     assert 0.0 < ddp_miou < 1.0
     assert _printed(single, "val/mIoU") == pytest.approx(ddp_miou, abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_ddp_agent_trial_generates_each_sample_once_into_the_agents_run(
+    tiny_pipeline_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sweep = load_sweep(REPO / "experiments" / "sweeps" / "robust_modes.yaml")
+    params = draw_parameters(sweep, last=True)
+    assert params["data.init_args.pruning.share"] > 0  # every rank reads every sample
+    workdir = mirror_repository(tmp_path / "agent")
+    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+    budget = [
+        *shapes_budget(workdir, tiny_pipeline_dir),
+        "--data.init_args.synthesis.mode=on_the_fly",
+        *ddp,
+    ]
+    trial = launch_trial(sweep, params, budget, workdir, "ddptrial", monkeypatch)
+    assert trial.wait(1500) == 0
+    assert len(list(tmp_path.rglob("run-*.wandb"))) == 1  # rank 1 logs nothing of its own
+    run = offline_run(workdir, "ddptrial")
+    assert (run.run_id, run.sweep_id) == ("ddptrial", SWEEP_ID)
+    assert run.summary["synth/generated"] == PLAN  # summed over both ranks: once per sample
+    assert run.summary["synth/cached"] == 0
+    assert 0.0 <= run.summary["val/mIoU"] <= 1.0
+    assert str(run.config["cli"]["trainer"]["devices"]) == "2"
