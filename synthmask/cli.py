@@ -16,25 +16,40 @@ User errors (bad values, missing or corrupt files) print one message and exit wi
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
+import importlib
+import inspect
 import os
 import sys
 import time
+import typing
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
-from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import RichProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import Logger
-from lightning.pytorch.utilities.model_helpers import is_overridden
+from synthmask.cli_errors import (
+    Interrupted,
+    check_config_files,
+    check_devices,
+    exit_on_interrupt,
+    on_interrupt,
+    run_with_user_errors,
+)
 
-from synthmask.cli_errors import run_with_user_errors
-from synthmask.cli_runs import prepare_run
+with exit_on_interrupt():  # Ctrl-C while torch and Lightning load: one line, not a traceback
+    import torch
+    import yaml
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+    from lightning.pytorch.callbacks import RichProgressBar
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+    from lightning.pytorch.loggers import Logger
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    from synthmask.cli_runs import prepare_run
 
 SYNTHESIZE = "synthesize"
 EXPORT = "export"
@@ -52,6 +67,9 @@ EXTRA_COMMANDS: dict[str, str] = {
     RUNS: "Compare local runs (synthmask runs [DIR] [--csv FILE]): name, group, the settings "
     "that differ, final and best val/mIoU, wall time, stopped early; read from each run's "
     "run.json (no W&B server needed).",
+    "cache": "Check, repair or describe a sample cache: synthmask cache verify DIR (hash every "
+    "shard, change nothing), synthmask cache repair DIR (quarantine bad shards, adopt unlisted "
+    "ones), synthmask cache stats DIR (samples, shards, bytes).",
 }
 """Every command besides LightningCLI's, name -> one-line help (``synthmask --help`` lists them)."""
 
@@ -116,12 +134,25 @@ class SynthmaskCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         super().__init__(*args, **kwargs)
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except SystemExit:  # Lightning exits 1 after a Ctrl-C: say what was saved, exit 130
+            if self.trainer is not None and self.trainer.interrupted:
+                raise Interrupted(_saved_checkpoint_note(self.trainer)) from None
+            raise
+
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         self._started = time.time()
         command_line = sys.argv[1:] if args is None else args
         # A dict / Namespace of settings has no command line to name the run from.
         self._command_line = list(command_line) if isinstance(command_line, list | tuple) else []
         super().parse_arguments(parser, args)
+
+    def before_instantiate_classes(self) -> None:
+        # A device this machine lacks fails here, not after a pipeline has loaded.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        check_devices(config.as_dict())
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -183,6 +214,15 @@ class SynthmaskCLI(LightningCLI):
             print(f"synthmask: no {name} was logged (no validation/test ran)")
         else:
             print(f"synthmask: {prefix}{name} = {float(value):.6f}")
+
+
+def _saved_checkpoint_note(trainer: Trainer) -> str:
+    """What an interrupted fit left on disk and how to resume from it."""
+    callback = trainer.checkpoint_callback
+    last = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+    if last and Path(last).is_file():
+        return f"the last checkpoint is {last}; resume with --ckpt_path={last}"
+    return "no checkpoint was saved yet; rerun the same command to start again."
 
 
 def _requested_devices(trainer: dict[str, Any]) -> int:
@@ -255,6 +295,14 @@ class _DataOnlyCLI(SynthmaskCLI):
                 "chosen by name (deterministic); default 0.1, 0 = none.",
             )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        command_line = sys.argv[1:] if args is None else args
+        if isinstance(command_line, list | tuple) and {"-h", "--help"} & set(command_line):
+            parser.print_help()  # LightningCLI's options, then the data module's own
+            print(synthetic_data_help())
+            raise SystemExit(0)
+        super().parse_arguments(parser, args)
+
     def instantiate_classes(self) -> None:
         dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         if self.command == SYNTHESIZE:
@@ -273,6 +321,52 @@ class _DataOnlyCLI(SynthmaskCLI):
         self.synthesis_loggers = (
             _synthesis_loggers(dumped.get("trainer") or {}) if self.command == SYNTHESIZE else []
         )
+
+
+SYNTHETIC_DATA_MODULE = "synthmask.datamodules.synthetic.SyntheticSegDataModule"
+
+
+def synthetic_data_help(class_path: str = SYNTHETIC_DATA_MODULE) -> str:
+    """The options of the synthetic data module and of each of its settings blocks (pipeline,
+    prompts, mask classes, capture, synthesis, loader, augment, pruning), spelled as overrides
+    (``--data.init_args.synthesis.num_images``); LightningCLI's own help shows one line per block."""
+    module_name, _, name = class_path.rpartition(".")
+    module_class = getattr(importlib.import_module(module_name), name)
+    prefix = "data.init_args"
+    sections = [_options_help(module_class, prefix)]
+    hints = typing.get_type_hints(module_class.__init__)
+    for param in inspect.signature(module_class).parameters:
+        hint = hints.get(param)
+        types = [t for t in typing.get_args(hint) or [hint] if isinstance(t, type)]
+        types = [t for t in types if t is not type(None)]
+        base = types[0] if len(types) == 1 else None
+        if base is not None and base.__module__.startswith("synthmask.") and _subclasses(base):
+            choices = _subclasses(base)  # a class_path choice (mask): each class's own options
+        else:
+            choices = [t for t in types if dataclasses.is_dataclass(t)]
+        if param == "pipeline" or not choices:
+            continue  # the module's section shows pipeline's fields already
+        for choice in choices:
+            title = f"[--{prefix}.{param}={choice.__name__}] " if len(choices) > 1 else ""
+            sections.append(title + _options_help(choice, f"{prefix}.{param}"))
+    heading = f"Options of the data module ({name}), settings blocks included:"
+    return "\n\n".join([heading, *sections])
+
+
+def _subclasses(base: type) -> list[type]:
+    found, pending = [], list(base.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        if cls not in found and not cls.__name__.startswith("_"):
+            found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def _options_help(cls: type, prefix: str) -> str:
+    parser = ArgumentParser(add_help=False, usage=argparse.SUPPRESS, description=None)
+    parser.add_class_arguments(cls, prefix, fail_untyped=False)
+    return parser.format_help().strip("\n")
 
 
 def _synthesis_loggers(trainer: dict[str, Any]) -> list[Any]:
@@ -322,7 +416,12 @@ def synthesize(args: Sequence[str], raise_parse_errors: bool = False) -> Lightni
     """Instantiate the config's data module and fill its cache via ``datamodule.synthesize()``."""
     cli = _data_cli(SYNTHESIZE, args, raise_parse_errors)
     datamodule = _synthetic_datamodule(cli, SYNTHESIZE)
-    report = datamodule.synthesize()  # prints its own summary line
+    saved = (
+        f"the samples finished so far are in the cache {datamodule.cache_dir}; rerun the same "
+        "command to resume (finished samples are not drawn again)."
+    )
+    with on_interrupt(saved):
+        report = datamodule.synthesize()  # prints its own summary line
     if int(os.environ.get("RANK", "0")) == 0:
         for callback in cli.synthesis_loggers:
             callback.log_synthesis(datamodule, report)
@@ -346,16 +445,21 @@ def export(args: Sequence[str], raise_parse_errors: bool = False) -> Any:
             "and the same --config and overrides."
         )
     items = [(f"synth_{spec.index:06d}", spec.key) for spec in datamodule.plan()]
-    report = export_cache(
-        SampleCache(cache_dir, create=False),
-        items,
-        datamodule.class_names,
-        output,
-        fmt,
-        source=datamodule.synthesizer.fingerprint(),
-        force=bool(cli.config.get("force")),
-        val_share=cli.config.get("val_share"),
+    saved = (
+        f"the files written so far are in {output}; rerun the same command to resume "
+        "(finished files are kept, partial ones redone)."
     )
+    with on_interrupt(saved):
+        report = export_cache(
+            SampleCache(cache_dir, create=False),
+            items,
+            datamodule.class_names,
+            output,
+            fmt,
+            source=datamodule.synthesizer.fingerprint(),
+            force=bool(cli.config.get("force")),
+            val_share=cli.config.get("val_share"),
+        )
     held_out = f"; {report.val} of them in val.txt" if fmt == "voc" else ""
     print(
         f"synthmask: exported {len(items)} samples ({report.written} written, {report.skipped} "
@@ -371,6 +475,7 @@ def main(args: Sequence[str] | None = None, raise_parse_errors: bool = False) ->
     instead of printing usage and exiting with status 2.
     """
     argv = list(sys.argv[1:] if args is None else args)
+    check_config_files(argv)  # names the file of a YAML or encoding error
     if argv and argv[0] == SYNTHESIZE:
         return synthesize(argv[1:], raise_parse_errors)
     if argv and argv[0] == EXPORT:

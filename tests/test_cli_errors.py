@@ -4,6 +4,7 @@ traceback); ``--debug`` / ``SYNTHMASK_DEBUG=1`` keeps the traceback. Run in-proc
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -57,6 +58,19 @@ def run_console(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
         (
             ["--data.init_args.mask=Bogus"],
             "give a subclass of synthmask.masks.choices.MaskMethodConfig",
+        ),
+        (
+            ["--data.init_args.synthesis.num_images=abc"],
+            "bad value for data.synthesis.num_images: expected an int, got 'abc'",
+        ),
+        (
+            ["--data.init_args.mask=foo"],
+            "'foo' is not a class it takes; give a subclass of synthmask.masks.choices."
+            "MaskMethodConfig: one of Attn2MaskConfig, ThresholdMaskConfig, SelfRefineMaskConfig",
+        ),
+        (
+            ["--data.init_args.pipeline.height=big"],
+            "bad value for data.pipeline.height: expected an int, got 'big'",
         ),
     ],
 )
@@ -124,3 +138,182 @@ def test_short_parser_error_keeps_the_project_message() -> None:
         "  Given value type: <class 'Namespace'>\n  Given value: Namespace(a=1, b=2)"
     )
     assert short_parser_error(message) == "guidance_scale=-1.0; it must be >= 0."
+
+
+def test_short_parser_error_keeps_type_and_value_of_a_nested_option() -> None:
+    message = (
+        'Parser key "data":\n  Does not validate against any of the Union subtypes\n'
+        "  Errors:\n    - Problem with given class_path 'M':\n"
+        '        Parser key "synthesis":\n          Errors:\n'
+        "            - Problem with given class_path 'S':\n"
+        '                Parser key "num_images":\n'
+        "                  Expected a <class 'int'>. Got value: abc\n"
+        "            - Expected a <class 'NoneType'>\n    - Expected a <class 'NoneType'>\n"
+        "  Given value: NestedArg(key='synthesis.num_images', val='abc')"
+    )
+    assert short_parser_error(message) == (
+        "bad value for data.synthesis.num_images: expected an int, got 'abc'."
+    )
+
+
+def test_cuda_device_without_cuda_fails_before_anything_loads(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """voc_synth.yaml samples on `cuda`; on a machine without CUDA the device is refused before
+    the pipeline loads (the loader would fail the test if it were called)."""
+    import torch
+
+    import synthmask.diffusion.pipeline as pipeline_module
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(pipeline_module, "load_pipeline", _must_not_load)
+    args = [a for a in _base(tmp_path) if "pipeline.device" not in a and "pipeline.dtype" not in a]
+    code, err = run_console(["synthesize", *args], monkeypatch, capsys)
+    message = err[err.index("synthmask: error:") :]
+    assert code == 1 and len(err.splitlines()) <= 3, err
+    assert "--data.init_args.pipeline.device=cuda but this machine has no CUDA GPU" in message
+    fix = "--data.init_args.pipeline.device=cpu --data.init_args.pipeline.dtype=float32"
+    assert fix in message and "Traceback" not in err
+
+
+def _must_not_load(*args, **kwargs):
+    raise AssertionError("the pipeline was loaded before the device was checked")
+
+
+def test_interrupt_prints_what_was_saved_and_exits_130(tmp_path, monkeypatch, capsys) -> None:
+    from synthmask.datamodules.synthetic import SyntheticSegDataModule
+
+    def interrupted_synthesis(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SyntheticSegDataModule, "synthesize", interrupted_synthesis)
+    code, err = run_console(["synthesize", *_base(tmp_path)], monkeypatch, capsys)
+    assert code == 130 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("synthmask:")]
+    assert line == (
+        f"synthmask: interrupted (Ctrl-C): the samples finished so far are in the cache "
+        f"{tmp_path / 'cache'}; rerun the same command to resume (finished samples are not "
+        "drawn again)."
+    )
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_console_script_is_one_line_and_keeps_the_samples(tmp_path) -> None:
+    """A real SIGINT to the console script while it draws samples: exit 130, one line naming
+    the cache, no traceback; the cache keeps the finished samples for the rerun (a fresh
+    process: ~30 s, mostly imports)."""
+    import signal
+    import subprocess
+    import time
+
+    from synthmask.cache import SampleCache
+
+    console = Path(sys.executable).with_name("synthmask")
+    args = [*_base(tmp_path), "--data.init_args.synthesis.num_images=400",
+            "--data.init_args.synthesis.shard_size=1",
+            "--data.init_args.synthesis.batch_size=1"]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    env.pop("SYNTHMASK_DEBUG", None)
+    process = subprocess.Popen(
+        [str(console), "synthesize", *args], cwd=tmp_path, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    shards = tmp_path / "cache" / "shards"
+    deadline = time.monotonic() + 300
+    while not list(shards.glob("*.safetensors")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    lines = [line for line in err.split("\n") if line.strip() and "%|" not in line]  # no bars
+    assert "Traceback" not in err and len(lines) <= 3, err
+    (line,) = [line for line in err.splitlines() if line.startswith("synthmask:")]
+    assert line.startswith("synthmask: interrupted (Ctrl-C): the samples finished so far are in")
+    assert str(tmp_path / "cache") in line and "rerun the same command to resume" in line
+    finished = len(SampleCache(tmp_path / "cache", create=False))
+    assert 1 <= finished < 400
+
+
+def test_lora_for_another_model_prints_a_count_and_the_first_keys(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    from synthmask.diffusion.lora import LoRASettings, add_lora, save_lora_weights
+    from synthmask.diffusion.tiny import build_tiny_pipeline
+
+    other = build_tiny_pipeline(sample_size=16, text_layers=1, text_hidden_size=48)
+    add_lora(other.unet, LoRASettings(rank=2))
+    lora = save_lora_weights(tmp_path / "other_lora", other.unet)
+    extra = [f"--data.init_args.pipeline.lora_path={lora.parent}"]
+    code, err = run_console(["synthesize", *_base(tmp_path), *extra], monkeypatch, capsys)
+    message = err[err.index("synthmask: error:") :]
+    assert code == 1 and len(message.splitlines()) <= 2, err
+    # attn2's to_k and to_v read the text embedding: 48 wide there, 32 here; 2 of 4 matrices
+    # per attn2 block (lora.down of to_k, to_v) in each of the UNet's cross-attention blocks.
+    assert f"of the 112 LoRA weights in {lora.name} do not fit this model's layers" in message
+    assert "attn2.to_k.lora.down.weight (shape [2, 48], the layer takes 32 inputs)" in message
+    assert message.count("lora.down.weight") == 3  # the first three, not all of them
+    assert "size mismatch" not in err and "RuntimeWarning" not in err and "Traceback" not in err
+
+
+def test_non_utf8_categories_file_is_named(tmp_path, monkeypatch, capsys) -> None:
+    categories = tmp_path / "categories.txt"
+    categories.write_bytes(b"\xff\xfen01443537\n")  # UTF-16 byte order mark
+    extra = ["--data.init_args.vocabulary=imagenet_s50",
+             f"--data.init_args.categories={categories}"]  # fmt: skip
+    code, err = run_console(["synthesize", *_base(tmp_path), *extra], monkeypatch, capsys)
+    message = err[err.index("synthmask: error:") :]
+    assert code == 1 and len(message.splitlines()) <= 2, err
+    assert f"{categories} is not UTF-8 text (byte 0xff at position 0" in message
+    assert "save it as UTF-8" in message and "Traceback" not in err
+
+
+def test_yaml_tab_error_names_the_config_file(tmp_path, monkeypatch, capsys) -> None:
+    config = tmp_path / "exp.yaml"
+    config.write_text("seed_everything: 0\ndata:\n\tclass_path: x\n")
+    code, err = run_console(["fit", "--config", str(config)], monkeypatch, capsys)
+    message = err[err.index("synthmask: error:") :]
+    assert code == 1 and len(message.splitlines()) <= 2, err
+    assert f"config file {config} is not valid YAML: line 3, column 1" in message
+    assert "a tab: YAML indents with spaces only" in message and "<unicode string>" not in err
+
+
+def test_interrupted_fit_names_the_checkpoint_to_resume_from(tmp_path, monkeypatch, capsys) -> None:
+    """Ctrl-C in the second epoch of a fit: Lightning shuts down (and exits 1); the console
+    says which checkpoint the first epoch left and how to resume from it, and exits 130."""
+    import signal
+
+    from fixtures_segmentation import TINY_NET_ARGS
+
+    from synthmask.lightning_modules.segmentation import SegmentationModule
+
+    real_step, calls = SegmentationModule.training_step, []
+
+    def step_then_interrupt(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(SegmentationModule, "training_step", step_then_interrupt)
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "fit", "--config", str(REPO / "experiments" / "folder_example.yaml"),
+        f"--data.init_args.root={make_folder_dataset(tmp_path / 'folder')}", *TINY_NET_ARGS,
+        "--data.init_args.loader.batch_size=2", "--data.init_args.augment.crop_size=32",
+        "--trainer.max_epochs=3", "--trainer.limit_train_batches=1",
+        "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+    ]  # fmt: skip
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        code, err = run_console(args, monkeypatch, capsys)
+    finally:
+        signal.signal(signal.SIGINT, sigint)  # Lightning ignores SIGINT after a Ctrl-C
+    assert code == 130 and "Traceback" not in err, err
+    (line,) = [line for line in err.splitlines() if line.startswith("synthmask:")]
+    assert line.startswith("synthmask: interrupted (Ctrl-C): the last checkpoint is "), line
+    checkpoint = Path(line.split("--ckpt_path=", 1)[1])
+    assert checkpoint.suffix == ".ckpt" and checkpoint.is_file() and len(calls) == 2

@@ -130,13 +130,35 @@ def test_help_lists_synthesize_and_export_with_their_own_help(capsys) -> None:
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "synthesize" in out and "export" in out and "fit" in out
+    cache_line = " ".join(out[out.index("    cache") :].split()[:40])
+    for command in ("verify", "repair", "stats"):
+        assert f"synthmask cache {command} DIR" in cache_line
     for command in ("synthesize", "export"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
         out = capsys.readouterr().out
         assert f"usage: synthmask {command}" in out and "--data" in out
-    assert "--format" in out and "--output" in out
+        # README: `synthmask synthesize --help` lists every option, settings blocks included.
+        data_options = out[out.index("Options of the data module (SyntheticSegDataModule)") :]
+        for option in (
+            "--data.init_args.pipeline.model MODEL",
+            "--data.init_args.pipeline.device DEVICE",
+            "--data.init_args.synthesis.num_images NUM_IMAGES",
+            "--data.init_args.synthesis.processes PROCESSES",
+            "--data.init_args.capture.step_window",
+            "--data.init_args.prompts.augment",
+            "[--data.init_args.mask=Attn2MaskConfig]",
+            "[--data.init_args.mask=ThresholdMaskConfig]",
+            "[--data.init_args.mask=SelfRefineMaskConfig]",
+            "--data.init_args.mask.tau TAU",
+            "--data.init_args.augment.crop_size",
+            "--data.init_args.pruning.share SHARE",
+        ):
+            assert option in data_options, option
+    assert "--format" in out and "--output" in out and "--val-share" in out
+    force_help = " ".join(out[out.index("  --force") :].split()[:30])
+    assert "files of the same name are OVERWRITTEN" in force_help
 
 
 def test_multi_device_synthesis_is_refused_with_the_torchrun_command(tmp_path) -> None:

@@ -11,6 +11,7 @@ safetensors metadata, so a plain diffusers user gets the trained scale back with
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,6 +315,7 @@ def load_lora(pipe, path: str | Path, scale: float = 1.0, adapter_name: str = "d
     the installed peft version.
     """
     weights = resolve_lora_weights(path)
+    check_lora_fits(pipe, weights)
     if _transformers_peft_usable() or not any(
         k.startswith("text_encoder.") for k in _safetensors_keys(weights)
     ):
@@ -339,3 +341,65 @@ def _safetensors_keys(path: Path) -> list[str]:
 
     with safe_open(str(path), framework="pt") as handle:
         return list(handle.keys())
+
+
+# diffusers ("lora.down") and peft ("lora_A") names of the two LoRA matrices: down (rank, in),
+# up (out, rank); text encoder keys may carry "lora_linear_layer".
+_LORA_MATRIX = re.compile(
+    r"^(?P<module>.+?)\.(?:lora_linear_layer\.|lora\.)?(?P<kind>down|up|lora_A|lora_B)"
+    r"(?:\.[\w-]+)?\.weight$"
+)
+_SHOWN_MISMATCHES = 3
+
+
+def check_lora_fits(pipe, weights: Path) -> None:
+    """Raise ValueError if the LoRA file's layers are not in the pipeline's UNet / text encoder
+    or take other input / output sizes (a LoRA trained for another model), naming how many do
+    not fit and the first few, before diffusers prints a line per layer. Keys of formats not
+    recognised here are left to diffusers."""
+    from safetensors import safe_open
+
+    layers: dict[str, dict[str, nn.Module]] = {
+        prefix: dict(model.named_modules())
+        for prefix, model in (("unet.", getattr(pipe, "unet", None)),
+                              ("text_encoder.", getattr(pipe, "text_encoder", None)))
+        if model is not None
+    }  # fmt: skip
+    checked = 0
+    problems: list[str] = []
+    with safe_open(str(weights), framework="pt") as handle:
+        for key in handle.keys():
+            prefix = next((p for p in layers if key.startswith(p)), None)
+            match = _LORA_MATRIX.match(key.removeprefix(prefix)) if prefix else None
+            if match is None:
+                continue
+            checked += 1
+            shape = list(handle.get_slice(key).get_shape())
+            problem = _lora_key_problem(layers[prefix], match["module"], match["kind"], shape)
+            if problem:
+                problems.append(f"{key} {problem}")
+    if problems:
+        raise ValueError(
+            f"{len(problems)} of the {checked} LoRA weights in {weights.name} do not fit this "
+            f"model's layers (first {min(len(problems), _SHOWN_MISMATCHES)}: "
+            f"{'; '.join(problems[:_SHOWN_MISMATCHES])}): the LoRA was trained for another "
+            "model; use one trained on this model"
+        )
+
+
+def _lora_key_problem(
+    layers: dict[str, nn.Module], module_name: str, kind: str, shape: list[int]
+) -> str:
+    """Why a LoRA matrix of ``shape`` does not fit the layer ``module_name`` ('' if it fits)."""
+    layer = layers.get(module_name) or layers.get(module_name.removeprefix("text_model."))
+    if layer is None:
+        return "(no such layer)"
+    in_size = getattr(layer, "in_features", getattr(layer, "in_channels", None))
+    out_size = getattr(layer, "out_features", getattr(layer, "out_channels", None))
+    if kind in ("down", "lora_A") and in_size is not None and len(shape) > 1:
+        if shape[1] != in_size:
+            return f"(shape {shape}, the layer takes {in_size} inputs)"
+    if kind in ("up", "lora_B") and out_size is not None and shape:
+        if shape[0] != out_size:
+            return f"(shape {shape}, the layer gives {out_size} outputs)"
+    return ""
