@@ -22,6 +22,7 @@ from pathlib import Path
 import albumentations as A
 
 from synthmask.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, build_train_transform
+from synthmask.synthesis_plan import check_num_images
 
 SYNTHESIS_MODES = ("ahead", "on_the_fly")
 
@@ -132,6 +133,7 @@ class SynthesisConfig:
             raise ValueError(f"{block}.mode={self.mode!r}; use one of {list(SYNTHESIS_MODES)}.")
         for name in ("num_images", "batch_size", "shard_size"):
             _at_least(f"{block}.{name}", getattr(self, name), 1)
+        check_num_images(self.num_images, f"{block}.num_images")  # the plan is built in memory
         if not str(self.cache_dir).strip():
             raise ValueError(
                 f"{block}.cache_dir is empty; give the folder of the sample cache, e.g. "

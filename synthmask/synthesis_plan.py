@@ -9,11 +9,13 @@ from the cache, so every rank/worker agrees on who generates which sample.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from synthmask.cache import canonical_json, sample_key
 from synthmask.masks import IGNORE_INDEX
@@ -23,6 +25,33 @@ from synthmask.prompts.augment import WordNetAugmenter
 from synthmask.prompts.templates import CONTEXTS
 
 PLACEHOLDER_NAME = "<unused: 255 = ignore>"
+# The plan (every sample's prompt, seed and key) is built in memory before synthesis starts:
+# about 1 KB and 0.1-0.3 ms per sample on one CPU core, so 10 million samples take about 10 GB
+# and tens of minutes. Larger plans are refused at once instead of growing silently.
+MAX_NUM_IMAGES = 10_000_000
+PLAN_PROGRESS_MIN = 10_000  # plans at least this large show a progress bar while built
+_PLAN_CHUNK = 2_000
+
+
+def check_num_images(num_images: int, name: str = "synthesis.num_images") -> None:
+    """ValueError naming `name` unless 1 <= num_images <= MAX_NUM_IMAGES."""
+    if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)):
+        raise ValueError(f"{name}={num_images!r}; give a whole number of images, e.g. 2000.")
+    if num_images < 1:
+        raise ValueError(f"{name}={num_images}; it must be at least 1.")
+    if num_images > MAX_NUM_IMAGES:
+        raise ValueError(
+            f"{name}={num_images:,} is more than the {MAX_NUM_IMAGES:,} samples one plan can "
+            "hold: the plan (prompt, seed and cache key of every sample) is built in memory "
+            "first, about 1 KB per sample. Use at most "
+            f"{MAX_NUM_IMAGES:,} (run several data sets with different `seed`s for more)."
+        )
+
+
+def _plan_bar(total: int, desc: str) -> tqdm:
+    """A progress bar for building a large plan (disabled below PLAN_PROGRESS_MIN)."""
+    return tqdm(total=total, desc=desc, unit="sample", unit_scale=True, mininterval=1.0,
+                disable=total < PLAN_PROGRESS_MIN, file=sys.stderr)  # fmt: skip
 
 
 @dataclass
@@ -64,7 +93,10 @@ class PromptConfig:
         return list(value)
 
     def prompts(self, vocabulary: Vocabulary, num_prompts: int, seed: int) -> list[Prompt]:
-        """The first `num_prompts` prompts (prompt i depends only on seed and i)."""
+        """The first `num_prompts` prompts (prompt i depends only on seed and i); at most
+        MAX_NUM_IMAGES, with a progress bar from PLAN_PROGRESS_MIN on."""
+        if num_prompts > MAX_NUM_IMAGES:
+            check_num_images(num_prompts)
         if self.texts is not None:
             if not self.texts:
                 raise ValueError("prompts.texts is empty; give captions or remove `texts`.")
@@ -83,7 +115,13 @@ class PromptConfig:
             keep_prob=self.keep_prob,
             max_hyponyms=self.max_hyponyms,
         )
-        return generator.generate(num_prompts)
+        prompts: list[Prompt] = []
+        with _plan_bar(num_prompts, "plan: prompts") as bar:
+            for start in range(0, num_prompts, _PLAN_CHUNK):
+                count = min(_PLAN_CHUNK, num_prompts - start)
+                prompts += generator.generate(count, start=start)
+                bar.update(count)
+        return prompts
 
 
 @dataclass(frozen=True)
@@ -123,12 +161,18 @@ def build_plan(
     The key of spec i is `sample_key({"sha256": config_digest(fingerprint)}, prompt, seed)`:
     content-addressed by everything in the fingerprint, without re-serializing it per sample.
     """
+    if len(prompts) > MAX_NUM_IMAGES:
+        check_num_images(len(prompts))
     config = {"sha256": config_digest(fingerprint)}
     specs = []
-    for index, prompt in enumerate(prompts):
-        check_prompt_has_class_word(prompt, index)
-        seed = spec_seed(plan_seed, index)
-        specs.append(SampleSpec(index, prompt, seed, sample_key(config, prompt, seed)))
+    with _plan_bar(len(prompts), "plan: cache keys") as bar:
+        for index, prompt in enumerate(prompts):
+            check_prompt_has_class_word(prompt, index)
+            seed = spec_seed(plan_seed, index)
+            specs.append(SampleSpec(index, prompt, seed, sample_key(config, prompt, seed)))
+            if (index + 1) % _PLAN_CHUNK == 0:
+                bar.update(_PLAN_CHUNK)
+        bar.update(len(prompts) % _PLAN_CHUNK)
     return specs
 
 
