@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,8 @@ class RunRecordCallback(Callback):
 
     def _update_wandb_summary(self, trainer: Trainer) -> None:
         logger = find_wandb_logger(trainer)
-        if logger is None:
+        # No run was started (e.g. the failure was W&B's own start): do not start one now.
+        if logger is None or getattr(logger, "_experiment", None) is None:
             return
         metrics = self.record.get("metrics") or {}
         summary: dict[str, Any] = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
@@ -172,7 +174,13 @@ class RunRecordCallback(Callback):
     def on_exception(
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
     ) -> None:
-        if trainer.is_global_zero:
-            status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
-            self.record["error"] = f"{type(exception).__name__}: {exception}"[:500]
+        if not trainer.is_global_zero:
+            return
+        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        self.record["error"] = f"{type(exception).__name__}: {exception}"[:500]
+        try:
             self._finish(trainer, pl_module, status)
+        except Exception as err:  # the run's own error is the one to report
+            warnings.warn(
+                f"run.json / W&B summary not updated after the failure: {err}", stacklevel=1
+            )

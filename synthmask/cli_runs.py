@@ -94,7 +94,8 @@ def configure_wandb_logger(
         init.pop("anonymous", None)  # W&B warns about the setting even when it is unset
     trial = sweep_trial()
     decision = resolve_wandb_mode()
-    run_id = init.get("id") or (trial.run_id if trial else None) or new_run_id()
+    # The logger's id, else the run W&B was pointed at (an agent's trial, a resumed run).
+    run_id = init.get("id") or os.environ.get("WANDB_RUN_ID", "").strip() or new_run_id()
     init["id"] = logger._id = run_id
     init["name"] = logger._name = init.get("name") or identity["name"]
     init["tags"] = merge_tags(identity["tags"], init.get("tags"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -334,6 +335,28 @@ def test_a_sweep_trial_logs_into_the_agents_run_and_group(
     assert dict(run.summary)["val/mIoU"] == pytest.approx(
         float(cli.trainer.callback_metrics["val/mIoU"])
     )
+
+
+def test_provenance_of_synthetic_data_names_generator_settings_and_plan() -> None:
+    from types import SimpleNamespace
+
+    from synthmask.callbacks.run_record import synthesis_provenance
+    from synthmask.synthesis_plan import config_digest
+
+    fingerprint = {"generator": "f" * 64, "steps": 10, "mask": {"method": "self_refine"}}
+    plan = [SimpleNamespace(key=f"key{i}") for i in range(3)]
+    datamodule = SimpleNamespace(
+        synthesizer=SimpleNamespace(fingerprint=lambda: fingerprint), plan=lambda: plan
+    )
+    found = synthesis_provenance(datamodule, with_plan=True)
+    assert found["generator_fingerprint"] == "f" * 64
+    assert found["synthesis_config_sha256"] == config_digest(fingerprint)
+    assert found["plan_samples"] == 3
+    assert found["plan_sha256"] == hashlib.sha256(b"key0\nkey1\nkey2").hexdigest()
+    plan.reverse()  # another plan (same keys, other order): another digest
+    assert synthesis_provenance(datamodule, with_plan=True)["plan_sha256"] != found["plan_sha256"]
+    assert "plan_sha256" not in synthesis_provenance(datamodule, with_plan=False)
+    assert synthesis_provenance(SimpleNamespace(), with_plan=True) == {}  # real data
 
 
 def test_runs_of_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
