@@ -25,7 +25,7 @@ import signal
 import struct
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,11 +87,55 @@ def expanded_command(sweep: dict[str, Any], parameters: dict[str, Any]) -> list[
     return out
 
 
+def override_names(args: list[str]) -> set[str]:
+    """Dotted names set by ``--name=value`` arguments."""
+    return {arg.split("=", 1)[0].removeprefix("--") for arg in args if arg.startswith("--")}
+
+
 def check_budget_leaves_parameters(parameters: dict[str, Any], extra: list[str]) -> None:
     """Budget overrides come after ``${args}`` and win: they must not replace a swept value."""
-    for arg in extra:
-        name = arg.split("=", 1)[0].removeprefix("--")
-        assert name not in parameters, f"budget override {arg} replaces swept {name}"
+    for name in override_names(extra):
+        assert name not in parameters, f"budget override --{name} replaces a swept parameter"
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict) or not node:
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def swept_settings(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Dotted setting -> value a trial with these parameters must resolve to: each parameter,
+    and for ``config`` (a file of overrides, relative to the repository) every leaf of it."""
+    settings: dict[str, Any] = {}
+    for name, value in parameters.items():
+        if name == "config":
+            settings.update(_leaves(yaml.safe_load((REPO / value).read_text())))
+        else:
+            settings[name] = value
+    return settings
+
+
+def resolved_value(config: dict[str, Any], dotted: str) -> Any:
+    """The value at ``dotted`` of a resolved config; a class node gives its class name (the
+    form sweeps pass: ``--data.init_args.mask=Attn2MaskConfig``)."""
+    node = nested(config, dotted)
+    if isinstance(node, dict) and "class_path" in node:
+        return str(node["class_path"]).rsplit(".", 1)[-1]
+    return node
+
+
+def check_resolved(
+    config: dict[str, Any], parameters: dict[str, Any], overridden: Collection[str] = ()
+) -> None:
+    """Every swept setting (``swept_settings``) holds in the resolved ``config``, except those
+    a test's budget overrides after ``${args}``."""
+    for name, value in swept_settings(parameters).items():
+        if name not in overridden:
+            assert resolved_value(config, name) == value, name
 
 
 @dataclass
@@ -100,6 +144,7 @@ class Trial:
 
     run_id: str
     parameters: dict[str, Any]
+    extra: list[str]
     process: Any
     workdir: Path
 
@@ -143,7 +188,7 @@ def launch_trial(
             "args": {name: {"value": value} for name, value in parameters.items()},
         }
     )
-    return Trial(run_id, parameters, agent._run_processes[run_id], workdir)
+    return Trial(run_id, parameters, extra, agent._run_processes[run_id], workdir)
 
 
 def mirror_repository(workdir: Path) -> Path:

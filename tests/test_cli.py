@@ -11,44 +11,40 @@ import pytest
 import torch
 import yaml
 from fixtures_segmentation import TINY_NET_ARGS
+from fixtures_sweep_agent import (
+    REPO,
+    SWEEPS,
+    check_resolved,
+    draw_parameters,
+    expanded_command,
+    load_sweep,
+)
 
 from synthmask.cli import SynthmaskCLI, main
 from synthmask.lightning_modules.segmentation import SegmentationModule
 
-REPO = Path(__file__).resolve().parents[1]
-SWEEPS = sorted((REPO / "experiments" / "sweeps").glob("*.yaml"))
 
-
-def _parameter_value(spec: dict):
-    if "value" in spec:
-        return spec["value"]
-    if "values" in spec:
-        return spec["values"][-1]
-    return spec["min"]
-
-
+@pytest.mark.parametrize("last", [False, True], ids=["first", "last"])
 @pytest.mark.parametrize("sweep_path", SWEEPS, ids=lambda p: p.stem)
-def test_sweep_spec_parses_through_cli(sweep_path: Path, capsys) -> None:
-    sweep = yaml.safe_load(sweep_path.read_text())
-    assert sweep["metric"]["name"] == "val/mIoU" and sweep["metric"]["goal"] == "maximize"
-    command = sweep["command"]
-    assert "${args}" in command and "fit" in command
-    fixed = command[command.index("fit") + 1 : command.index("${args}")]
-    config = REPO / fixed[fixed.index("--config") + 1]
-    assert config.is_file(), f"{sweep_path.name} points at a missing config {config}"
-    fixed[fixed.index("--config") + 1] = str(config)
-    # ${args} expands to --<name>=<value> (wandb's create_sweep_command_args).
-    swept = {name: _parameter_value(spec) for name, spec in sweep["parameters"].items()}
-    args = ["fit", *fixed, *[f"--{k}={v}" for k, v in swept.items()], "--print_config"]
+def test_sweep_command_parses_through_cli(
+    sweep_path: Path, last: bool, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's command line of a trial (wandb's own expansion of the sweep's ``command``,
+    every parameter at its first / last value) parses, from the repository root, into a config
+    holding the swept values, on an explicit device count (one agent per GPU, or one DDP trial
+    per node; never ``devices: auto``, which gives every trial every GPU)."""
+    sweep = load_sweep(sweep_path)
+    assert sweep["metric"] == {"name": "val/mIoU", "goal": "maximize"}
+    parameters = draw_parameters(sweep, last=last)
+    command = expanded_command(sweep, parameters)
+    assert command[:3] == ["/usr/bin/env", "synthmask", "fit"], command
+    monkeypatch.chdir(REPO)  # where the agent runs: configs are named by relative paths
     with pytest.raises(SystemExit) as exit_info:
-        SynthmaskCLI(args=args)
+        SynthmaskCLI(args=[*command[2:], "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
-    for name, value in swept.items():
-        node = printed
-        for part in name.split("."):
-            node = node[part]
-        assert node == value, name
+    check_resolved(printed, parameters)
+    assert str(printed["trainer"]["devices"]) != "auto", f"{sweep_path.name}: devices auto"
 
 
 def test_synthesize_builds_only_the_data_module_and_calls_synthesize(tmp_path: Path) -> None:

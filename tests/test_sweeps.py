@@ -22,12 +22,13 @@ from fixtures_sweep_agent import (
     REPO,
     SWEEP_ID,
     SWEEPS,
+    check_resolved,
     draw_parameters,
     launch_trial,
     load_sweep,
     mirror_repository,
-    nested,
     offline_run,
+    override_names,
     shapes_budget,
 )
 
@@ -45,7 +46,7 @@ def check_trial_run(run_root: Path, trial, sweep: dict) -> dict:
     assert (run.run_id, run.sweep_id) == (trial.run_id, SWEEP_ID)
     for name, value in trial.parameters.items():
         assert run.config[name] == value, name  # WANDB_SWEEP_PARAM_PATH reached wandb.init
-        assert nested(run.config["cli"], name) == pytest.approx(value), name  # ${args} did
+    check_resolved(run.config["cli"], trial.parameters, override_names(trial.extra))  # ${args}
     metric = run.summary[sweep["metric"]["name"]]
     assert 0.0 <= metric <= 1.0
     return run
