@@ -7,7 +7,7 @@ real val scenes of shapes_real.yaml (300 rendered scenes, exact masks) and print
 - fg_class_acc: of the object pixels it marks as an object, the share with the right shape
   (does it name them? chance 1/6).
 
-    python benchmarks/segmenter_breakdown.py runs/synthmask/<id>/checkpoints/*.ckpt [more.ckpt]
+    python benchmarks/segmenter_breakdown.py runs/<experiment>-<run id>/checkpoints/*.ckpt [more.ckpt]
 
 ``--through-vae DIR`` first passes the real val images through the VAE of the pipeline in DIR
 (encode + decode): how much of a synthetic-trained segmenter's gap is the generator's soft
