@@ -107,10 +107,11 @@ def test_console_script_synthesize_then_export(pipelines, tmp_path, monkeypatch)
     out = tmp_path / "export"  # in-process: a second console call would cost its import time
     report = main(["export", *args, "--format", "voc", "--output", str(out)])
     assert (report.written, report.skipped) == (2, 0)
-    voc = VOCSegmentation(str(out), year="2012", image_set="train")
+    voc = [VOCSegmentation(str(out), year="2012", image_set=split) for split in ("train", "val")]
+    assert [len(split) for split in voc] == [1, 1]  # the held-out share: one of two samples
     cache = SampleCache(tmp_path / "cache", create=False)
     masks = sorted(cache[key].mask.tobytes() for key in cache.keys())
-    assert sorted(np.asarray(voc[i][1]).tobytes() for i in range(len(voc))) == masks
+    assert sorted(np.asarray(s[i][1]).tobytes() for s in voc for i in range(len(s))) == masks
 
 
 @pytest.mark.slow
