@@ -1,8 +1,12 @@
-"""Cache reliability: faults injected into synthesis passes on one cache, and what verification
-costs. Writes `benchmarks/results/cache_reliability.csv` (one row per fault: trials, samples
-lost and duplicated after recovery, samples regenerated) and `cache_verify_cost.csv`.
+"""Cache reliability: faults injected into synthesis passes on one cache, what verification
+costs, and how batch-invariant stored samples are. Writes `benchmarks/results/
+cache_reliability.csv` (one row per fault: trials, samples lost and duplicated after recovery,
+samples regenerated), `cache_verify_cost.csv` and `cache_batch_invariance.csv` (one row per
+run: the same keys synthesized at batch 5 and batch 8 on the tiny test pipeline; keys whose
+margins are bitwise identical, pixels that differ per field, CPU model and thread count).
 
 Usage: python benchmarks/cache_reliability.py [--trials 20] [--samples 48] [--real 1]
+       [--batch-keys 48] [--threads 1]
 
 Faults (each trial on a fresh cache, then one ordinary synthesis pass, then counted):
 - concurrent: two synthesis processes on one empty cache (no fault: exactly-once claims)
@@ -263,12 +267,83 @@ def verify_cost(sizes: Sequence[int], samples: int) -> list[dict]:
     return rows
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def batch_invariance(keys: int, threads: int, batches: tuple[int, int] = (5, 8)) -> dict:
+    """Synthesize the same `keys` at two batch sizes on the tiny test pipeline and count what
+    differs. The test suite asserts only the machine-independent bounds (tests/
+    test_cache_same_bytes.py); how many keys come out bitwise identical is measured here."""
+    import torch
+
+    tests = Path(__file__).resolve().parents[1] / "tests"
+    sys.path.insert(0, str(tests))
+    from fixtures_synthetic import make_synthetic_dm, tiny_pipeline_dir
+
+    torch.set_num_threads(threads)
+    work = Path(tempfile.mkdtemp(prefix="synthmask-batch-"))
+    try:
+        caches = []
+        for batch in batches:
+            dm = make_synthetic_dm(tiny_pipeline_dir(), work / f"b{batch}", synthesis={
+                "num_images": keys, "batch_size": batch, "shard_size": keys})  # fmt: skip
+            dm.synthesize(log_to_wandb=False)
+            caches.append(SampleCache(work / f"b{batch}"))
+        row = {"cpu": cpu_model(), "threads": threads, "batches": f"{batches[0]} vs {batches[1]}",
+               "keys": keys, "keys_same_margins": 0, "keys_same_images": 0, "pixels": 0,
+               "margin_pixels": 0, "mask_pixels": 0, "reliability_pixels": 0,
+               "image_pixels": 0, "max_margin_gap": 0.0, "max_image_gap": 0}  # fmt: skip
+        for key in caches[0].keys():
+            a, b = caches[0][key], caches[1][key]
+            margin_a, margin_b = a.margin.astype(np.float32), b.margin.astype(np.float32)
+            finite = np.isfinite(margin_a) & np.isfinite(margin_b)
+            image_gap = np.abs(a.image.astype(int) - b.image.astype(int))
+            row["keys_same_margins"] += int(np.array_equal(a.margin, b.margin))
+            row["keys_same_images"] += int(not image_gap.any())
+            row["pixels"] += a.mask.size
+            row["margin_pixels"] += int((margin_a != margin_b).sum())
+            row["mask_pixels"] += int((a.mask != b.mask).sum())
+            row["reliability_pixels"] += int((a.reliability != b.reliability).sum())
+            row["image_pixels"] += int(image_gap.any(-1).sum())
+            gap = float(np.abs(margin_a - margin_b)[finite].max(initial=0.0))
+            row["max_margin_gap"] = max(row["max_margin_gap"], gap)
+            row["max_image_gap"] = max(row["max_image_gap"], int(image_gap.max()))
+        print(row, flush=True)
+        return row
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def append_csv(path: Path, row: dict) -> None:
+    """Append one row (with a header if the file is new): runs on several CPUs accumulate."""
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+    print(f"appended to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--samples", type=int, default=48)
     parser.add_argument("--real", type=int, default=1, help="real-pipeline kill trials")
     parser.add_argument("--verify-samples", type=int, default=256)
+    parser.add_argument("--batch-keys", type=int, default=48,
+                        help="keys of the batch-invariance run (0: skip it)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of that run")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     faults: dict[str, Callable[[Path, int, random.Random], bool | None]] = {
@@ -305,6 +380,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "cache_reliability.csv", rows)
     write_csv(args.out / "cache_verify_cost.csv", verify_cost((32, 128, 512), args.verify_samples))
+    if args.batch_keys > 0:
+        row = batch_invariance(args.batch_keys, args.threads)
+        append_csv(args.out / "cache_batch_invariance.csv", row)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
