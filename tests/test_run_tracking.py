@@ -176,6 +176,19 @@ def test_synthmask_runs_lists_runs_with_their_differing_setting_and_csv(
         assert row["stopped_early"] == "False" and float(row["wall_time_s"]) > 0
 
 
+def test_help_lists_the_runs_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    words = " ".join(capsys.readouterr().out.split())  # independent of the terminal's width
+    assert "runs Compare local runs (synthmask runs [DIR] [--csv FILE])" in words
+    with pytest.raises(SystemExit) as exit_info:
+        main(["runs", "--help"])
+    assert exit_info.value.code == 0
+    words = " ".join(capsys.readouterr().out.split())
+    assert "usage: synthmask runs [-h] [--csv CSV] [dir]" in words
+
+
 def test_max_time_validates_and_checkpoints_the_final_weights_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
