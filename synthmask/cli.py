@@ -416,9 +416,10 @@ def synthesize(args: Sequence[str], raise_parse_errors: bool = False) -> Lightni
     """Instantiate the config's data module and fill its cache via ``datamodule.synthesize()``."""
     cli = _data_cli(SYNTHESIZE, args, raise_parse_errors)
     datamodule = _synthetic_datamodule(cli, SYNTHESIZE)
+    cache_dir = getattr(datamodule, "cache_dir", None)
     saved = (
-        f"the samples finished so far are in the cache {datamodule.cache_dir}; rerun the same "
-        "command to resume (finished samples are not drawn again)."
+        f"the samples finished so far are in the cache{f' {cache_dir}' if cache_dir else ''}; "
+        "rerun the same command to resume (finished samples are not drawn again)."
     )
     with on_interrupt(saved):
         report = datamodule.synthesize()  # prints its own summary line
