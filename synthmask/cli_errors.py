@@ -122,6 +122,8 @@ def _decode_error_message(err: BaseException) -> str | None:
         cause = cause.__cause__ or cause.__context__
     if not isinstance(cause, UnicodeDecodeError):
         return None
+    if cause is not err and str(cause) not in str(err):
+        return None  # wrapped in a message of the project's own, which says more
     where = _file_being_read(cause)
     what = f"{where} is" if where else "a text file this command reads is"
     return (
