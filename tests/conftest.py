@@ -11,6 +11,14 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Model fingerprints remember file digests in a per-user index; tests keep theirs out of $HOME
+# (one index per test session, so the memo is exercised across tests as across restarts).
+if "SYNTHMASK_HASH_INDEX" not in os.environ:
+    import tempfile
+
+    os.environ["SYNTHMASK_HASH_INDEX"] = str(
+        Path(tempfile.mkdtemp(prefix="synthmask-hash-index-")) / "file-sha256.json"
+    )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_REALDATA = REPO_ROOT.parent / "shared" / "realdata"
