@@ -19,14 +19,12 @@ and summary.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,9 @@ import pytest
 import yaml
 from fixtures_datasets import make_voc
 from fixtures_segmentation import TINY_NET_ARGS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from offline_wandb import OfflineRun, read_offline_run  # noqa: E402, F401 (re-export)
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "experiments" / "sweeps").glob("*.yaml"))
@@ -259,71 +260,7 @@ BUDGETS: dict[str, Callable[[Path, Path], list[str]]] = {
 """Overrides that shrink a trial of each sweep (appended after ``${args}``)."""
 
 
-# ---- offline W&B run files -------------------------------------------------------------------
-_BLOCK = 32768  # W&B's record log: LevelDB log blocks of 32 KiB, records split into chunks
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def _records(data: bytes) -> list[bytes]:
-    if data[:4] != b":W&B":
-        raise ValueError("not a W&B run file")
-    records, pos, pending = [], 7, b""
-    while pos + 7 <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < 7:  # block trailer
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if kind == 0 and length == 0:  # zero padding up to the block end
-            pos += left
-            continue
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == _FULL:
-            records.append(chunk)
-        elif kind == _FIRST:
-            pending = chunk
-        elif kind == _MIDDLE:
-            pending += chunk
-        elif kind == _LAST:
-            records.append(pending + chunk)
-    return records
-
-
-@dataclass
-class OfflineRun:
-    run_id: str
-    sweep_id: str
-    name: str
-    group: str
-    tags: list[str]
-    config: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-
-
-def read_offline_run(path: Path) -> OfflineRun:
-    """The run record, config and summary (last values) of an offline ``run-<id>.wandb`` file."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    run = OfflineRun("", "", "", "", [], path=path)
-    for raw in _records(path.read_bytes()):
-        record = pb.Record()
-        record.ParseFromString(raw)
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            r = record.run
-            run.run_id, run.sweep_id, run.name = r.run_id, r.sweep_id, r.display_name
-            run.group, run.tags = r.run_group, list(r.tags)
-            for item in r.config.update:
-                run.config[item.key or ".".join(item.nested_key)] = json.loads(item.value_json)
-        elif kind == "config":
-            for item in record.config.update:
-                run.config[item.key or ".".join(item.nested_key)] = json.loads(item.value_json)
-        elif kind == "summary":
-            for item in record.summary.update:
-                run.summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-    return run
+# ---- offline W&B run files: benchmarks/offline_wandb.py reads them -------------------------
 
 
 def offline_run(root: Path, run_id: str) -> OfflineRun:
