@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 import torch
 
 from synthmask.cache import CacheWriter, SampleCache, SampleRecord
-from synthmask.cache.claim_owners import claim_owners, waiting_message
-from synthmask.synthesis import WAIT_REPORT_SECONDS, SampleSynthesizer
+from synthmask.cache.claim_owners import ClaimWait
+from synthmask.synthesis import SampleSynthesizer
 from synthmask.synthesis_plan import SampleSpec, batched
-
-WAIT_SECONDS = 0.5  # poll interval while other writers hold claims on the wanted keys
 
 
 def _print_flushed(message: str) -> None:
@@ -64,8 +62,7 @@ def generate_claimed(
     """
     out = ClaimedGeneration()
     pending = list(specs)
-    wait_started: float | None = None
-    last_report: float | None = None
+    wait = ClaimWait(cache.claims_dir, cache.lock_dir, log)
     while pending:
         progressed = False
         for chunk in batched(pending, batch_size):
@@ -91,16 +88,8 @@ def generate_claimed(
         _read_done(cache, pending, out)
         pending = [spec for spec in pending if spec.key not in out.records]
         if pending and not progressed:
-            start = time.perf_counter()
-            wait_started = start if wait_started is None else wait_started
-            if last_report is None or start - last_report >= WAIT_REPORT_SECONDS:
-                keys = [spec.key for spec in pending]
-                owners = claim_owners(cache.claims_dir, cache.lock_dir, keys)
-                log(waiting_message(owners, keys, start - wait_started))
-                last_report = start
-            time.sleep(WAIT_SECONDS)
-            writer.recover()  # a dead or stalled claimer's claims are reaped: taken over next
-            out.waited_seconds += time.perf_counter() - start
+            # a dead or stalled claimer's claims are reaped each poll: taken over next pass
+            out.waited_seconds += wait.poll([spec.key for spec in pending], writer.recover)
         elif progressed:
-            wait_started = last_report = None
+            wait.reset()
     return out

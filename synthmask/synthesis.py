@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from synthmask.cache import CacheWriter, SampleCache, SampleRecord
-from synthmask.cache.claim_owners import claim_owners, waiting_message
+from synthmask.cache.claim_owners import ClaimWait
 from synthmask.diffusion.capture import CaptureConfig
 from synthmask.diffusion.pipeline import PipelineConfig, load_pipeline, pipeline_fingerprint
 from synthmask.diffusion.sampling import generate_with_attention
@@ -33,8 +33,6 @@ from synthmask.synthesis_plan import LabelSpace, SampleSpec, batched, config_dig
 # 3 at 1/256 (one pixel, one step each); images differ by one level in a few pixels of a quarter
 # of the keys, which no rounding fixes (tests/test_cache_same_bytes.py holds the tolerance).
 MARGIN_STEPS = 256
-_WAIT_SECONDS = 0.5  # poll interval while other writers hold claims on keys of this plan
-WAIT_REPORT_SECONDS = 30.0  # a waiting run says whom it waits for at first, then this often
 
 
 def _shifted(vocab_id: int) -> int:
@@ -273,8 +271,7 @@ def _generate_all(
     first, then every WAIT_REPORT_SECONDS).
     """
     pending, generated_before = list(specs), report.generated
-    wait_started: float | None = None
-    last_report: float | None = None
+    wait = ClaimWait(cache.claims_dir, cache.lock_dir, log)
     while pending:
         waiting: list[SampleSpec] = []
         progressed = False
@@ -297,18 +294,10 @@ def _generate_all(
         pending = [spec for spec in waiting if spec.key not in cache]
         if pending and not progressed:
             writer.flush()  # never wait while holding claims others may wait for
-            start = time.perf_counter()
-            wait_started = start if wait_started is None else wait_started
-            if last_report is None or start - last_report >= WAIT_REPORT_SECONDS:
-                keys = [spec.key for spec in pending]
-                owners = claim_owners(cache.claims_dir, cache.lock_dir, keys)
-                log(waiting_message(owners, keys, start - wait_started))
-                last_report = start
-            time.sleep(_WAIT_SECONDS)
-            writer.recover()
-            report.waited_seconds += time.perf_counter() - start
+            keys = [spec.key for spec in pending]
+            report.waited_seconds += wait.poll(keys, writer.recover)
         elif progressed:
-            wait_started = last_report = None
+            wait.reset()
     report.by_others += len(specs) - (report.generated - generated_before)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,3 +139,36 @@ def waiting_message(owners: list[ClaimOwner], keys: list[str], waited: float) ->
         f"{sum(len(o.claims) for o in owners if o.stale)}."
     )
     return "\n".join(lines)
+
+
+WAIT_POLL_SECONDS = 0.5  # poll interval while other writers hold claims on the wanted keys
+WAIT_REPORT_SECONDS = 30.0  # a waiting run says whom it waits for at first, then this often
+
+
+@dataclass
+class ClaimWait:
+    """One stretch of waiting for other writers' claims: each ``poll`` reports (at first, then
+    every ``WAIT_REPORT_SECONDS``) which keys and whose claims, sleeps one poll interval and
+    reaps dead or stalled claimers (``recover``), so their keys are taken over next pass.
+    ``reset`` after progress starts a new stretch."""
+
+    claims_dir: Path
+    lock_dir: Path
+    log: Callable[[str], None]
+    started: float | None = None
+    last_report: float | None = None
+
+    def poll(self, keys: list[str], recover: Callable[[], object]) -> float:
+        """Wait once for ``keys``; the seconds spent."""
+        start = time.perf_counter()
+        self.started = start if self.started is None else self.started
+        if self.last_report is None or start - self.last_report >= WAIT_REPORT_SECONDS:
+            owners = claim_owners(self.claims_dir, self.lock_dir, keys)
+            self.log(waiting_message(owners, keys, start - self.started))
+            self.last_report = start
+        time.sleep(WAIT_POLL_SECONDS)
+        recover()
+        return time.perf_counter() - start
+
+    def reset(self) -> None:
+        self.started = self.last_report = None
