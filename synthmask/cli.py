@@ -49,7 +49,7 @@ with exit_on_interrupt():  # Ctrl-C while torch and Lightning load: one line, no
     from lightning.pytorch.loggers import Logger
     from lightning.pytorch.utilities.model_helpers import is_overridden
 
-    from synthmask.cli_runs import prepare_run
+    from synthmask.callbacks.run_setup import prepare_run
 
 SYNTHESIZE = "synthesize"
 EXPORT = "export"
@@ -77,7 +77,7 @@ EXTRA_COMMANDS: dict[str, str] = {
 class LoggerSaveConfigCallback(SaveConfigCallback):
     """Saves the resolved config (as LightningCLI does) and also records it in every logger,
     so the W&B run config holds the full experiment (model, data, trainer, seed), once, under
-    ``cli``. With ``run_dir`` set (``synthmask.cli_runs``) the file is ``<run_dir>/config.yaml``,
+    ``cli``. With ``run_dir`` set (``synthmask.callbacks.run_setup``) the file is ``<run_dir>/config.yaml``,
     so runs sharing a logger's save_dir never overwrite each other's config."""
 
     run_dir: Path | None = None
@@ -156,7 +156,7 @@ class SynthmaskCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
-        # Names, tags, group, W&B mode, run directory, final validation (synthmask.cli_runs).
+        # Names, tags, group, W&B mode, run directory, final validation (synthmask.callbacks.run_setup).
         self.run_dir = prepare_run(self, self._command_line, self._started)
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:

@@ -41,7 +41,7 @@ SOURCE_DIRS = {
 }
 LIGHTNING_LAYERS = {"lightning_modules", "datamodules", "callbacks"}
 # Modules of synthmask/ that are the command line, not core: they may import Lightning.
-ENTRY_POINTS = {"cli", "cli_runs", "__main__"}
+ENTRY_POINTS = {"cli", "__main__"}
 
 # What each layer may import from the others (names without the "synthmask." prefix), from the
 # bottom up. A layer not named here may import nothing of synthmask.
@@ -65,8 +65,7 @@ ALLOWED: dict[str, set[str]] = {
     "run_identity": {"masks"},  # run names, tags, flat settings, code provenance
     "run_records": {"run_identity"},  # run.json and `synthmask runs`
     # -- entry points: the console script wires everything, so it may import any layer ---------
-    "cli": {"cache", "callbacks", "cli_errors", "cli_runs", "export", "run_records"},
-    "cli_runs": {"callbacks", "run_identity", "wandb_mode"},  # run setup before W&B starts
+    "cli": {"cache", "callbacks", "cli_errors", "export", "run_records"},
     "__main__": {"cli"},
     # -- Lightning folders ----------------------------------------------------------------------
     "callbacks": {
