@@ -33,6 +33,7 @@ gets) is printed as its own row.
     python benchmarks/paper_table.py                    # every default row, seeds 0-2
     python benchmarks/paper_table.py --quick            # every default row at seed 0 (smoke check)
     python benchmarks/paper_table.py --rows baseline robust --seeds 0-4
+    python benchmarks/paper_table.py --summary-only     # the table from the CSV, nothing run
 
 Cost on an idle 2-core CPU: about 4 minutes per run (synthesis + 960 steps + scoring; twice that
 for ``robust_beco``) and 18 minutes per seed for the target adapters: about 2.5 hours for the
@@ -261,7 +262,7 @@ def all_background_miou(domain: str) -> float:
         data["init_args"]["scene"] = None
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LightningDataModule, "scenes", required=True)
-    module = parser.instantiate_classes(parser.parse_object({"scenes": data})).scenes
+    module = parser.instantiate(parser.parse_object({"scenes": data})).scenes
     module.setup("test")
     metric = SegmentationIoU(module.num_classes)
     for batch in module.test_dataloader():
@@ -366,14 +367,17 @@ def main() -> None:
     parser.add_argument("--curve-csv", type=Path, default=CURVE_CSV)
     parser.add_argument("--png", type=Path, default=CURVE_PNG)
     parser.add_argument("--force", action="store_true", help="rerun runs already in the CSVs")
+    parser.add_argument(
+        "--summary-only", action="store_true", help="print the table from the CSV, run nothing"
+    )
     args = parser.parse_args()
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    seeds = [0] if args.quick else parse_seeds(args.seeds)
+    seeds = [] if args.summary_only else [0] if args.quick else parse_seeds(args.seeds)
     for seed in seeds:
         for name in args.rows:
             measure(ROWS[name], seed, args.csv, workdir, args.force)
-    if args.curves:
+    if args.curves and not args.summary_only:
         for seed in parse_seeds(args.curve_seeds):
             for name in ("baseline", "prompt_aug"):
                 for images in args.curve_images:
