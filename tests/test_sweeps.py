@@ -12,6 +12,7 @@ sweep at each extreme, on the tiny pipeline or a fixture VOC root.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,8 @@ from fixtures_sweep_agent import (
     override_names,
     shapes_budget,
 )
+
+from synthmask.cli import main as cli_main
 
 TRIAL_SECONDS = 600
 
@@ -80,6 +83,18 @@ def test_two_agent_trials_on_one_cache_generate_each_sample_once(
     assert all(names) and names[0] != names[1]
     for run, params in zip(runs, (first, last), strict=True):
         assert f"reliability:{params['model.init_args.reliability_mode']}" in run.tags
+    # Compared without a W&B server: `synthmask runs` lists both trials and what differs.
+    out_csv = tmp_path / "runs.csv"
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["runs", str(workdir), "--csv", str(out_csv)])
+    assert exit_info.value.code == 0
+    with out_csv.open() as handle:
+        rows = {row["name"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == set(names)
+    for run, params in zip(runs, (first, last), strict=True):
+        row = rows[run.name]
+        assert row["reliability_mode"] == params["model.init_args.reliability_mode"]
+        assert float(row["val/mIoU"]) == pytest.approx(run.summary["val/mIoU"])
 
 
 @pytest.mark.slow
