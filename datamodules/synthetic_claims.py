@@ -15,7 +15,7 @@ import torch
 
 from synthmask.cache import CacheWriter, SampleCache, SampleRecord
 from synthmask.cache.claim_owners import ClaimWait
-from synthmask.synthesis import SampleSynthesizer
+from synthmask.synthesis import SampleSynthesizer, claim_chunk
 from synthmask.synthesis_plan import SampleSpec, batched
 
 
@@ -67,11 +67,7 @@ def generate_claimed(
         progressed = False
         for chunk in batched(pending, batch_size):
             cache.refresh()
-            todo = [spec for spec in chunk if spec.key not in cache]
-            mine = [spec for spec in todo if writer.claim(spec.key)]
-            cache.refresh()  # a key committed between the refresh and our claim is done
-            writer.release([spec.key for spec in mine if spec.key in cache])
-            mine = [spec for spec in mine if spec.key not in cache]
+            mine, _ = claim_chunk(writer, cache, chunk)
             if not mine:
                 continue
             start = time.perf_counter()

@@ -238,7 +238,7 @@ def verify_plan(cache: SampleCache, specs: Sequence[SampleSpec], report: Synthes
     report.verify_seconds += time.perf_counter() - start
 
 
-def _claim_chunk(
+def claim_chunk(
     writer: CacheWriter, cache: SampleCache, chunk: Sequence[SampleSpec]
 ) -> tuple[list[SampleSpec], list[SampleSpec]]:
     """Claim the chunk's missing keys -> (ours to generate, claimed by other writers)."""
@@ -277,7 +277,7 @@ def _generate_all(
         progressed = False
         for chunk in batched(pending, batch_size):
             cache.refresh()
-            mine, others = _claim_chunk(writer, cache, chunk)
+            mine, others = claim_chunk(writer, cache, chunk)
             waiting += others
             if not mine:
                 continue
