@@ -23,7 +23,9 @@ training, from its final weights, on the 300 real ``test`` scenes - never used t
 - ``lora_source_only`` / ``lora_adapted``: ``best`` scored on the shifted *target* domain's
   test scenes, synthesized by the shipped LDM / by the LDM adapted per seed from unlabeled
   target images (denoiser LoRA + VAE decoder, ``benchmarks/target_adapters.py --seed S``);
-- ``lora_real_bound`` (not run by default): real target masks.
+- ``lora_real_bound`` (not run by default): real target masks;
+- ``robust_beco_late`` / ``robust_beco_no_online`` (not run by default): BECO diagnostics, its
+  online labels switched on after 640 of the 960 steps / never.
 
 Seed ``S`` of a row sets the training seed and the synthesis seed (other prompts, images and
 noises per seed) and, for ``lora_adapted``, the adapters' training seed; all rows share seeds.
@@ -115,6 +117,14 @@ ROWS = {
         "robust_beco", "prompt_aug + reliability-aware BECO co-training (two nets)", "prompt_aug",
         "robust_beco",
     ),
+    "robust_beco_late": _row(
+        "robust_beco_late", "robust_beco, online labels after 640 of the 960 steps", "prompt_aug",
+        "robust_beco", "robust_beco_late",
+    ),
+    "robust_beco_no_online": _row(
+        "robust_beco_no_online", "robust_beco without online labels (offline masks throughout)",
+        "prompt_aug", "robust_beco", "robust_beco_no_online",
+    ),
     "real_bound": _row("real_bound", "real masks", "real_bound", base=REAL, synthetic=False),
     "best": _row("best", "main job: self_refine, augmented prompts, reliability ignore", "best"),
     "lora_source_only": _row(
@@ -130,7 +140,9 @@ ROWS = {
         synthetic=False, domain="target",
     ),
 }  # fmt: skip
-DEFAULT_ROWS = [name for name in ROWS if name != "lora_real_bound"]
+# Rows run only when named: the real target bound and the BECO diagnostics.
+OPTIONAL_ROWS = ("lora_real_bound", "robust_beco_late", "robust_beco_no_online")
+DEFAULT_ROWS = [name for name in ROWS if name not in OPTIONAL_ROWS]
 # Gains the summary states: (row, reference row, what the difference isolates).
 GAINS = (
     ("baseline_synonyms", "baseline", "synonyms alone"),
@@ -140,6 +152,8 @@ GAINS = (
     ("robust", "prompt_aug", "reliability-aware loss, one net"),
     ("robust_beco", "prompt_aug", "reliability-aware BECO co-training"),
     ("robust_beco", "robust", "BECO over the one-net loss"),
+    ("robust_beco_late", "robust_beco", "online labels from step 640 instead of 160"),
+    ("robust_beco_no_online", "robust", "BECO without online labels over the one-net loss"),
     ("lora_adapted", "lora_source_only", "target adapters (LoRA + decoder)"),
 )
 
