@@ -98,7 +98,11 @@ def test_rows_run_the_same_steps_and_change_only_their_setting(resolved: dict) -
     assert _find(resolved["best"]["data"], "mask")["class_path"].endswith("SelfRefineMaskConfig")
     # the BECO diagnostics differ from robust_beco only in when the online labels start
     beco = resolved["robust_beco"]
-    for name, warmup in (("robust_beco", 2), ("robust_beco_late", 8), ("robust_beco_no_online", 12)):
+    for name, warmup in (
+        ("robust_beco", 2),
+        ("robust_beco_late", 8),
+        ("robust_beco_no_online", 12),
+    ):
         config = resolved[name]
         assert config["model"]["init_args"]["warmup_epochs"] == warmup, name
         other = {**config["model"]["init_args"], "warmup_epochs": 2}
