@@ -24,8 +24,9 @@ training, from its final weights, on the 300 real ``test`` scenes - never used t
   test scenes, synthesized by the shipped LDM / by the LDM adapted per seed from unlabeled
   target images (denoiser LoRA + VAE decoder, ``benchmarks/target_adapters.py --seed S``);
 - ``lora_real_bound`` (not run by default): real target masks;
-- ``robust_beco_late`` / ``robust_beco_no_online`` (not run by default): BECO diagnostics, its
-  online labels switched on after 640 of the 960 steps / never.
+- ``robust_beco_late`` / ``robust_beco_no_online`` / ``best_beco`` (not run by default): BECO
+  diagnostics: its online labels switched on after 640 of the 960 steps / never; BECO on the
+  ``best`` row's self_refine masks.
 
 Seed ``S`` of a row sets the training seed and the synthesis seed (other prompts, images and
 noises per seed) and, for ``lora_adapted``, the adapters' training seed; all rows share seeds.
@@ -125,6 +126,10 @@ ROWS = {
         "robust_beco_no_online", "robust_beco without online labels (offline masks throughout)",
         "prompt_aug", "robust_beco", "robust_beco_no_online",
     ),
+    "best_beco": _row(
+        "best_beco", "best's self_refine data trained with robust_beco's BECO co-training", "best",
+        "robust_beco", "best_beco",
+    ),
     "real_bound": _row("real_bound", "real masks", "real_bound", base=REAL, synthetic=False),
     "best": _row("best", "main job: self_refine, augmented prompts, reliability ignore", "best"),
     "lora_source_only": _row(
@@ -141,7 +146,7 @@ ROWS = {
     ),
 }  # fmt: skip
 # Rows run only when named: the real target bound and the BECO diagnostics.
-OPTIONAL_ROWS = ("lora_real_bound", "robust_beco_late", "robust_beco_no_online")
+OPTIONAL_ROWS = ("lora_real_bound", "robust_beco_late", "robust_beco_no_online", "best_beco")
 DEFAULT_ROWS = [name for name in ROWS if name not in OPTIONAL_ROWS]
 # Gains the summary states: (row, reference row, what the difference isolates).
 GAINS = (
@@ -154,6 +159,7 @@ GAINS = (
     ("robust_beco", "robust", "BECO over the one-net loss"),
     ("robust_beco_late", "robust_beco", "online labels from step 640 instead of 160"),
     ("robust_beco_no_online", "robust", "BECO without online labels over the one-net loss"),
+    ("best_beco", "best", "BECO over the one-net loss on self_refine masks"),
     ("lora_adapted", "lora_source_only", "target adapters (LoRA + decoder)"),
 )
 

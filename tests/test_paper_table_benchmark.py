@@ -108,6 +108,9 @@ def test_rows_run_the_same_steps_and_change_only_their_setting(resolved: dict) -
         other = {**config["model"]["init_args"], "warmup_epochs": 2}
         assert other == beco["model"]["init_args"] and config["data"] == beco["data"], name
     assert "robust_beco_late" not in paper_table.DEFAULT_ROWS
+    best_beco = resolved["best_beco"]
+    assert best_beco["model"]["init_args"] == {**beco["model"]["init_args"]}
+    assert best_beco["data"] == resolved["best"]["data"]
 
 
 @pytest.mark.slow
