@@ -216,14 +216,22 @@ def measure(
     force: bool = False,
     num_images: int | None = None,
     configs_dir: Path = CONFIGS_DIR,
+    table_csv: Path = TABLE_CSV,
 ) -> None:
-    """Run one (row, seed[, images]) unless it is in ``csv_path`` already; append its row."""
+    """Run one (row, seed[, images]) unless it is in ``csv_path`` already (or, for a curve
+    point, is a run of ``table_csv``: see ``reuse_table_run``); append its row."""
     done = {(r["row"], r["seed"], r["split"], r["num_images"]) for r in read_rows(csv_path)}
     key = (row.name, str(seed), SPLIT)
     if not force and any(
         d[:3] == key and (num_images is None or d[3] == str(num_images)) for d in done
     ):
         print(f"{row.name} seed={seed}: in {csv_path.name}, skipped", flush=True)
+        return
+    if (
+        not force
+        and num_images is not None
+        and reuse_table_run(row, seed, num_images, csv_path, configs_dir, table_csv)
+    ):
         return
     if row.adapters:
         train_decoder(workdir, seed=seed)
@@ -254,6 +262,30 @@ def measure(
     append_csv(csv_path, [record], COLUMNS)
     print(f"{row.name} seed={seed}: test mIoU {record['test_miou']} (val {record['val_miou']}, "
           f"{record['wall_seconds']} s)", flush=True)  # fmt: skip
+
+
+def reuse_table_run(
+    row: Row,
+    seed: int,
+    num_images: int,
+    csv_path: Path,
+    configs_dir: Path,
+    table_csv: Path = TABLE_CSV,
+) -> bool:
+    """A curve point that is a table run (same row, seed and image count: the same resolved
+    config) is copied from the table's CSV and configs instead of being trained again."""
+    key = (row.name, str(seed), SPLIT, str(num_images))
+    table = [
+        r for r in read_rows(table_csv) if (r["row"], r["seed"], r["split"], r["num_images"]) == key
+    ]
+    source = table_csv.parent / CONFIGS_DIR.name / f"{row.name}-seed{seed}.yaml"
+    if not table or not source.is_file():
+        return False
+    configs_dir.mkdir(parents=True, exist_ok=True)
+    (configs_dir / f"{row.name}-{num_images}-seed{seed}.yaml").write_text(source.read_text())
+    append_csv(csv_path, [table[-1]], COLUMNS)
+    print(f"{row.name} seed={seed} images={num_images}: the table's run, copied", flush=True)
+    return True
 
 
 def _find(config: object, key: str) -> object:
@@ -402,7 +434,7 @@ def main() -> None:
             for name in ("baseline", "prompt_aug"):
                 for images in args.curve_images:
                     measure(ROWS[name], seed, args.curve_csv, workdir, args.force, images,
-                            CONFIGS_DIR / "curves")  # fmt: skip
+                            CONFIGS_DIR / "curves", args.csv)  # fmt: skip
         plot_curves(read_rows(args.curve_csv), args.png)
         print(f"curves: {args.png}")
     background = {d: all_background_miou(d) for d in ("source", "target")}

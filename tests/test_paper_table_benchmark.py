@@ -194,6 +194,35 @@ def test_measure_writes_row_config_and_resumes(
     assert record["config_sha256"] == hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def test_curve_point_of_a_table_run_is_copied_not_retrained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table_csv, configs = (
+        tmp_path / "results" / "table.csv",
+        tmp_path / "results" / "paper_table_configs",
+    )
+    curve_csv = tmp_path / "results" / "curves.csv"
+    row, seen = paper_table.ROWS["baseline"], []
+
+    def fake_run_seed(config, seed, overrides, workdir, test):
+        seen.append(overrides)
+        return _fake_result(0.25 if len(seen) == 1 else 0.3)
+
+    monkeypatch.setattr(paper_table, "run_seed", fake_run_seed)
+    monkeypatch.setattr(paper_table, "git_sha", lambda: "abc")
+    paper_table.measure(row, 1, table_csv, tmp_path, configs_dir=configs)  # the table's run
+    for images in (160, 640):
+        paper_table.measure(row, 1, curve_csv, tmp_path, num_images=images,
+                            configs_dir=configs / "curves", table_csv=table_csv)  # fmt: skip
+    assert len(seen) == 2 and "--data.init_args.synthesis.num_images=640" in seen[1]
+    copied, trained = paper_table.read_rows(curve_csv)
+    assert copied == paper_table.read_rows(table_csv)[0]
+    assert (configs / "curves" / "baseline-160-seed1.yaml").read_text() == (
+        configs / "baseline-seed1.yaml"
+    ).read_text()
+    assert trained["test_miou"] == "0.3000"
+
+
 def test_summary_pairs_gains_over_shared_seeds() -> None:
     def rows(name: str, values: dict[int, float]) -> list[dict[str, str]]:
         return [{"row": name, "seed": str(s), "test_miou": str(v), "num_images": "160"}
