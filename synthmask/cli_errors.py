@@ -316,12 +316,14 @@ def _char_at(path: Path, line: int, column: int) -> str:
 
 
 def check_devices(config: Mapping[str, Any], prefix: str = "") -> None:
-    """Check every ``device`` setting of a (nested) config before anything loads: a CUDA or MPS
-    device this machine lacks is a ValueError naming the option and the fix."""
+    """Check every ``device`` and ``accelerator`` setting of a (nested) config before anything
+    loads: a CUDA or MPS device this machine lacks is a ValueError naming the option and the fix."""
     for key, value in config.items():
         option = f"{prefix}.{key}" if prefix else str(key)
         if key == "device" and isinstance(value, str):
             check_device(value, option, config.get("dtype"))
+        elif key == "accelerator" and isinstance(value, str):
+            check_accelerator(value, option)
         elif isinstance(value, Mapping):
             check_devices(value, option)
 
@@ -355,6 +357,21 @@ def check_device(device: str, option: str, dtype: Any = None) -> None:
             )
     if parsed.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"--{option}=mps but MPS is not available here; pass {cpu_fix}.")
+
+
+def check_accelerator(accelerator: str, option: str) -> None:
+    """Raise ValueError if a Lightning ``accelerator`` names a GPU this machine lacks."""
+    import torch
+
+    name = accelerator.lower()
+    if name in ("gpu", "cuda") and not (torch.cuda.is_available() and torch.cuda.device_count()):
+        build = "" if torch.version.cuda else " (this torch is built without CUDA)"
+        raise ValueError(
+            f"--{option}={accelerator} but this machine has no CUDA GPU{build}; pass "
+            f"--{option}=cpu (or auto) to train on the CPU, or run on a machine with a GPU."
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--{option}=mps but MPS is not available here; pass --{option}=cpu.")
 
 
 # ---- the console script ------------------------------------------------------------------------

@@ -171,10 +171,29 @@ def test_cuda_device_without_cuda_fails_before_anything_loads(
     args = [a for a in _base(tmp_path) if "pipeline.device" not in a and "pipeline.dtype" not in a]
     code, err = run_console(["synthesize", *args], monkeypatch, capsys)
     message = err[err.index("synthmask: error:") :]
-    assert code == 1 and len(err.splitlines()) <= 3, err
+    assert code == 1 and len(message.splitlines()) <= 3, err
     assert "--data.init_args.pipeline.device=cuda but this machine has no CUDA GPU" in message
     fix = "--data.init_args.pipeline.device=cpu --data.init_args.pipeline.dtype=float32"
     assert fix in message and "Traceback" not in err
+
+
+def test_gpu_accelerator_without_cuda_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    """`--trainer.accelerator=gpu` on a machine without CUDA: one line naming the option and the
+    fix, before the pipeline loads (it had been Lightning's traceback)."""
+    import torch
+
+    import synthmask.diffusion.pipeline as pipeline_module
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(pipeline_module, "load_pipeline", _must_not_load)
+    code, err = run_console(
+        ["fit", *_base(tmp_path), "--trainer.accelerator=gpu"], monkeypatch, capsys
+    )
+    message = err[err.index("synthmask: error:") :]
+    assert code == 1 and len(message.splitlines()) <= 3 and "Traceback" not in err, err
+    assert "--trainer.accelerator=gpu but this machine has no CUDA GPU" in message
+    assert "pass --trainer.accelerator=cpu" in message
 
 
 def _must_not_load(*args, **kwargs):
