@@ -270,7 +270,8 @@ def test_lora_for_another_model_prints_a_count_and_the_first_keys(
     assert code == 1 and len(message.splitlines()) <= 2, err
     # attn2's to_k and to_v read the text embedding: 48 wide there, 32 here; 2 of 4 matrices
     # per attn2 block (lora.down of to_k, to_v) in each of the UNet's cross-attention blocks.
-    assert f"of the 112 LoRA weights in {lora.name} do not fit this model's layers" in message
+    assert f"of the 112 LoRA weights in {lora} do not fit this model's layers" in message
+    assert message.count(str(lora)) == 1 and "could not load" not in message  # said once
     assert "attn2.to_k.lora.down.weight (shape [2, 48], the layer takes 32 inputs)" in message
     assert message.count("lora.down.weight") == 3  # the first three, not all of them
     assert "size mismatch" not in err and "RuntimeWarning" not in err and "Traceback" not in err

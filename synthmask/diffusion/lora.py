@@ -352,8 +352,12 @@ _LORA_MATRIX = re.compile(
 _SHOWN_MISMATCHES = 3
 
 
+class LoRAMismatchError(ValueError):
+    """A LoRA file whose layers are not this model's (raised before anything is loaded)."""
+
+
 def check_lora_fits(pipe, weights: Path) -> None:
-    """Raise ValueError if the LoRA file's layers are not in the pipeline's UNet / text encoder
+    """Raise LoRAMismatchError if the LoRA file's layers are not in the pipeline's UNet / text encoder
     or take other input / output sizes (a LoRA trained for another model), naming how many do
     not fit and the first few, before diffusers prints a line per layer. Keys of formats not
     recognised here are left to diffusers."""
@@ -379,8 +383,8 @@ def check_lora_fits(pipe, weights: Path) -> None:
             if problem:
                 problems.append(f"{key} {problem}")
     if problems:
-        raise ValueError(
-            f"{len(problems)} of the {checked} LoRA weights in {weights.name} do not fit this "
+        raise LoRAMismatchError(
+            f"{len(problems)} of the {checked} LoRA weights in {weights} do not fit this "
             f"model's layers (first {min(len(problems), _SHOWN_MISMATCHES)}: "
             f"{'; '.join(problems[:_SHOWN_MISMATCHES])}): the LoRA was trained for another "
             "model; use one trained on this model"

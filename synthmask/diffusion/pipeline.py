@@ -225,12 +225,14 @@ def _fuse_lora(pipe: DiffusionPipeline, cfg: PipelineConfig) -> None:
 
     Fused weights cost nothing per step and leave plain ``Linear`` layers for capture.
     """
-    from synthmask.diffusion.lora import load_lora, resolve_lora_weights
+    from synthmask.diffusion.lora import LoRAMismatchError, load_lora, resolve_lora_weights
 
     path = Path(cfg.lora_path).expanduser()
     weights = resolve_lora_weights(path)  # clear error when absent
     try:
         load_lora(pipe, path, scale=cfg.lora_scale)
+    except LoRAMismatchError:
+        raise  # names the file, the count and the first layers already
     except Exception as err:  # safetensors' SafetensorError derives from Exception only
         raise ValueError(
             f"could not load the LoRA weights {weights} ({type(err).__name__}: {err}); the file "
