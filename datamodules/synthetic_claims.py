@@ -7,15 +7,12 @@ workers and concurrent runs sharing one cache generate each sample once.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import torch
-
 from synthmask.cache import CacheWriter, SampleCache, SampleRecord
 from synthmask.cache.claim_owners import ClaimWait
-from synthmask.synthesis import SampleSynthesizer, claim_chunk
+from synthmask.synthesis import SampleSynthesizer, claim_chunk, generate_and_add
 from synthmask.synthesis_plan import SampleSpec, batched
 
 
@@ -70,13 +67,11 @@ def generate_claimed(
             mine, _ = claim_chunk(writer, cache, chunk)
             if not mine:
                 continue
-            start = time.perf_counter()
-            with torch.inference_mode():
-                generated = synthesizer.generate(mine)
-            out.seconds += time.perf_counter() - start
-            for spec, record in zip(mine, generated, strict=True):
-                writer.add(spec.key, record)
-                out.records[spec.key] = record
+            records, seconds = generate_and_add(synthesizer, writer, mine)
+            out.seconds += seconds
+            out.records.update(
+                (spec.key, record) for spec, record in zip(mine, records, strict=True)
+            )
             writer.flush()  # commit and give back the claims others may be waiting for
             out.generated += len(mine)
             progressed = True

@@ -253,6 +253,20 @@ def claim_chunk(
     return mine, others
 
 
+def generate_and_add(
+    synthesizer: SampleSynthesizer, writer: CacheWriter, specs: Sequence[SampleSpec]
+) -> tuple[list[SampleRecord], float]:
+    """Generate the claimed `specs` and add them to `writer` (buffered until its next flush)
+    -> (their records in order, seconds spent generating)."""
+    start = time.perf_counter()
+    with torch.inference_mode():
+        records = synthesizer.generate(specs)
+    seconds = time.perf_counter() - start
+    for spec, record in zip(specs, records, strict=True):
+        writer.add(spec.key, record)
+    return records, seconds
+
+
 def _generate_all(
     synthesizer: SampleSynthesizer,
     cache: SampleCache,
@@ -281,12 +295,8 @@ def _generate_all(
             waiting += others
             if not mine:
                 continue
-            start = time.perf_counter()
-            with torch.inference_mode():
-                records = synthesizer.generate(mine)
-            report.seconds += time.perf_counter() - start
-            for spec, record in zip(mine, records, strict=True):
-                writer.add(spec.key, record)
+            records, seconds = generate_and_add(synthesizer, writer, mine)
+            report.seconds += seconds
             report.generated += len(mine)
             progressed = True
             on_batch(mine, records)
