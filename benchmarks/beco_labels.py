@@ -1,12 +1,16 @@
 """What BECO's labels look like over training: the foreground share of the labels each step
 trains on (the offline pseudo-masks during warm-up, the online labels after it) and of their
-reliable pixels, read from the W&B runs of the paper table's ``robust_beco`` row.
+reliable pixels, read from the W&B runs of the paper table's BECO rows.
 
 Online labels are the two nets' averaged prediction where its confidence passes ``highres_t``;
 if the nets under-segment, those labels mark less foreground each epoch and training follows
 them (the collapse measured in the robust-training ablation). Real scenes are ~18% foreground.
 
     python benchmarks/beco_labels.py [--workdir runs/paper_table]  # -> results/beco_labels.csv
+
+Reads the runs of the table's BECO rows (``robust_beco`` and the diagnostics
+``robust_beco_late``, ``robust_beco_no_online``, ``best_beco``; ``--rows`` picks) and rewrites the
+CSV from all of them.
 
 One CSV row per run and phase (warm-up / online): the number of logged steps, the mean share of
 foreground in the labels and in their reliable pixels, and the share at the phase's first and
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,8 @@ from offline_wandb import OfflineRun, read_offline_run  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 CSV_PATH = REPO / "benchmarks" / "results" / "beco_labels.csv"
 GROUP = "paper-table-robust_beco"
+# The table's BECO rows: the table's own, then its diagnostics (paper_table.py).
+BECO_ROWS = ("robust_beco", "robust_beco_late", "robust_beco_no_online", "best_beco")
 COLUMNS = [
     "run_name", "run_id", "phase", "logged_steps", "label_foreground_mean",
     "reliable_foreground_mean", "label_foreground_first", "label_foreground_last",
@@ -64,10 +71,12 @@ def phase_rows(run: OfflineRun) -> list[dict[str, str]]:
     return rows
 
 
-def beco_runs(root: Path, group: str = GROUP) -> list[OfflineRun]:
-    """Every offline W&B run of ``group`` below ``root``, oldest first."""
+def beco_runs(root: Path, groups: str | Sequence[str] = GROUP) -> list[OfflineRun]:
+    """Every offline W&B run of ``groups`` below ``root``, by group (in the given order), then
+    oldest first."""
+    groups = [groups] if isinstance(groups, str) else list(groups)
     runs = [read_offline_run(p) for p in sorted(root.rglob("run-*.wandb"))]
-    return [run for run in runs if run.group == group]
+    return [run for group in groups for run in runs if run.group == group]
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -75,16 +84,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "paper_table")
-    parser.add_argument("--group", default=GROUP)
+    parser.add_argument(
+        "--rows", nargs="+", default=list(BECO_ROWS), help="paper-table rows to read (W&B groups)"
+    )
     parser.add_argument("--csv", type=Path, default=CSV_PATH)
     args = parser.parse_args(argv)
-    runs = beco_runs(args.workdir, args.group)
+    runs = beco_runs(args.workdir, [f"paper-table-{row}" for row in args.rows])
     if not runs:
         raise SystemExit(
-            f"no W&B run of group {args.group!r} under {args.workdir}; run "
-            "`python benchmarks/paper_table.py --rows robust_beco` first."
+            f"no W&B run of rows {args.rows} under {args.workdir}; run "
+            f"`python benchmarks/paper_table.py --rows {' '.join(args.rows)}` first."
         )
     rows = [row for run in runs for row in phase_rows(run)]
+    args.csv.unlink(missing_ok=True)  # rewritten from every run found: no duplicates on a rerun
     append_csv(args.csv, rows, COLUMNS)
     for row in rows:
         print(" ".join(f"{k}={row[k]}" for k in COLUMNS))

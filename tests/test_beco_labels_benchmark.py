@@ -36,6 +36,8 @@ def test_phases_of_a_logged_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert online["label_foreground_last"] == "0.0100"
     assert online["reliable_foreground_mean"] == "0.3500"
     assert out.read_text().count("\n") == 3  # header + 2 rows
+    beco_labels.main(["--workdir", str(tmp_path), "--csv", str(out)])
+    assert out.read_text().count("\n") == 3  # rewritten, not appended
 
 
 def test_no_run_is_a_clear_error(tmp_path: Path) -> None:

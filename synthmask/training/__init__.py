@@ -8,6 +8,7 @@ from synthmask.training.co_training import (
     CoTrainingLoss,
     co_training_loss,
     online_labels,
+    online_prediction,
     peer_disagreement,
     reliable_from_map,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "dominant_class",
     "erode",
     "online_labels",
+    "online_prediction",
     "paste_region",
     "peer_disagreement",
     "reliable_from_map",

@@ -103,15 +103,15 @@ def co_training_loss(
 
 
 @torch.no_grad()
-def online_labels(
-    nets: Sequence[nn.Module], images: torch.Tensor, highres_t: float = 0.95
+def online_prediction(
+    nets: Sequence[nn.Module], images: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BECO's online label and reliability: every net in eval mode without gradient, logits
-    averaged, softmax; label = argmax, reliable = max probability > ``highres_t``. Each net's
+    """The nets' joint prediction as BECO's online labels take it: every net in eval mode
+    without gradient, logits averaged, softmax; -> (argmax label, its probability). Each net's
     train/eval mode is restored afterwards.
 
     Shape:
-        images (B, 3, H, W) -> label int64 (B, H, W), reliable bool (B, H, W)
+        images (B, 3, H, W) -> label int64 (B, H, W), confidence float32 (B, H, W)
     """
     modes = [net.training for net in nets]
     try:
@@ -122,6 +122,19 @@ def online_labels(
         for net, mode in zip(nets, modes, strict=True):
             net.train(mode)
     confidence, label = mean_logits.softmax(dim=1).max(dim=1)
+    return label, confidence
+
+
+def online_labels(
+    nets: Sequence[nn.Module], images: torch.Tensor, highres_t: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BECO's online label and reliability: label = argmax of ``online_prediction``, reliable =
+    its probability > ``highres_t``.
+
+    Shape:
+        images (B, 3, H, W) -> label int64 (B, H, W), reliable bool (B, H, W)
+    """
+    label, confidence = online_prediction(nets, images)
     return label, confidence > highres_t
 
 
