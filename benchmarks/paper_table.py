@@ -158,6 +158,7 @@ GAINS = (
     ("robust_beco", "prompt_aug", "reliability-aware BECO co-training"),
     ("robust_beco", "robust", "BECO over the one-net loss"),
     ("robust_beco_late", "robust_beco", "online labels from step 640 instead of 160"),
+    ("robust_beco_no_online", "prompt_aug", "BECO without online labels over plain CE"),
     ("robust_beco_no_online", "robust", "BECO without online labels over the one-net loss"),
     ("best_beco", "best", "BECO over the one-net loss on self_refine masks"),
     ("lora_adapted", "lora_source_only", "target adapters (LoRA + decoder)"),
