@@ -10,7 +10,8 @@ them (the collapse measured in the robust-training ablation). Real scenes are ~1
 
 Reads the runs of the table's BECO rows (``robust_beco`` and the diagnostics
 ``robust_beco_late``, ``robust_beco_no_online``, ``best_beco``; ``--rows`` picks) and rewrites the
-CSV from all of them.
+CSV: the rows of every run found replace that run's earlier rows (same ``run_id``); rows of runs
+no longer in ``--workdir`` (a table continued in a fresh work directory) are kept.
 
 One CSV row per run and phase (warm-up / online): the number of logged steps, the mean share of
 foreground in the labels and in their reliable pixels, and the share at the phase's first and
@@ -20,6 +21,7 @@ last logged step.
 from __future__ import annotations
 
 import argparse
+import csv
 import statistics
 import sys
 from collections.abc import Sequence
@@ -79,6 +81,14 @@ def beco_runs(root: Path, groups: str | Sequence[str] = GROUP) -> list[OfflineRu
     return [run for group in groups for run in runs if run.group == group]
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of an earlier CSV (none if there is no file)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -96,8 +106,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             f"`python benchmarks/paper_table.py --rows {' '.join(args.rows)}` first."
         )
     rows = [row for run in runs for row in phase_rows(run)]
-    args.csv.unlink(missing_ok=True)  # rewritten from every run found: no duplicates on a rerun
-    append_csv(args.csv, rows, COLUMNS)
+    found = {run.run_id for run in runs}
+    kept = [row for row in read_csv(args.csv) if row["run_id"] not in found]
+    args.csv.unlink(missing_ok=True)  # rewritten: no duplicates on a rerun
+    append_csv(args.csv, kept + rows, COLUMNS)
     for row in rows:
         print(" ".join(f"{k}={row[k]}" for k in COLUMNS))
     return rows

@@ -39,6 +39,13 @@ def test_phases_of_a_logged_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     beco_labels.main(["--workdir", str(tmp_path), "--csv", str(out)])
     assert out.read_text().count("\n") == 3  # rewritten, not appended
 
+    # A run that is no longer in the work directory keeps its rows; a run found replaces its own.
+    out.write_text(out.read_text().replace(rows[0]["run_id"], "gone1234"))
+    beco_labels.main(["--workdir", str(tmp_path), "--csv", str(out)])
+    lines = out.read_text().splitlines()
+    assert sum("gone1234" in line for line in lines) == 2
+    assert sum(rows[0]["run_id"] in line for line in lines) == 2
+
 
 def test_no_run_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="paper_table.py --rows robust_beco"):
