@@ -36,7 +36,7 @@ gets) is printed as its own row.
     python benchmarks/paper_table.py                    # every default row, seeds 0-2
     python benchmarks/paper_table.py --quick            # every default row at seed 0 (smoke check)
     python benchmarks/paper_table.py --rows baseline robust --seeds 0-4
-    python benchmarks/paper_table.py --summary-only     # the table from the CSV, nothing run
+    python benchmarks/paper_table.py --summary-only     # the tables from the CSVs (curves replotted), nothing run
 
 Cost on an idle 2-core CPU: about 4 minutes per run (synthesis + 960 steps + scoring; twice that
 for ``robust_beco``) and 18 minutes per seed for the target adapters: about 2.5 hours for the
@@ -378,6 +378,37 @@ def summary(rows: list[dict[str, str]], background: dict[str, float] | None = No
     return "\n".join(lines)
 
 
+CURVE_RECIPES = (("baseline", "fixed template"), ("prompt_aug", "augmented prompts"))
+
+
+def curve_points(rows: list[dict[str, str]], name: str) -> dict[int, list[float]]:
+    """The test mIoUs of row ``name`` by image count (one per curve seed)."""
+    points: dict[int, list[float]] = {}
+    for r in rows:
+        if r["row"] == name:
+            points.setdefault(int(r["num_images"]), []).append(float(r["test_miou"]))
+    return points
+
+
+def curve_summary(rows: list[dict[str, str]]) -> str:
+    """Markdown: test mIoU (mean over curve seeds, with their count) per image count and prompt
+    recipe; '-' where a point has not been run."""
+    points = {name: curve_points(rows, name) for name, _ in CURVE_RECIPES}
+    counts = sorted({n for p in points.values() for n in p})
+    lines = [
+        f"| images | {' | '.join(f'{label} ({name})' for name, label in CURVE_RECIPES)} |",
+        "|---|" + "---|" * len(CURVE_RECIPES),
+    ]
+    for n in counts:
+        cells = [
+            f"{statistics.mean(p[n]):.3f} ({len(p[n])} seed{'s' * (len(p[n]) > 1)})"
+            if n in p else "-"
+            for p in points.values()
+        ]  # fmt: skip
+        lines.append(f"| {n} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def plot_curves(rows: list[dict[str, str]], out: Path) -> None:
     """Test mIoU against image count (960 steps each) for the two prompt recipes."""
     import matplotlib
@@ -386,11 +417,8 @@ def plot_curves(rows: list[dict[str, str]], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for name, label in (("baseline", "fixed template"), ("prompt_aug", "augmented prompts")):
-        points: dict[int, list[float]] = {}
-        for r in rows:
-            if r["row"] == name:
-                points.setdefault(int(r["num_images"]), []).append(float(r["test_miou"]))
+    for name, label in CURVE_RECIPES:
+        points = curve_points(rows, name)
         if points:
             xs = sorted(points)
             ax.plot(xs, [statistics.mean(points[x]) for x in xs], "o-", label=label)
@@ -436,10 +464,11 @@ def main() -> None:
                 for images in args.curve_images:
                     measure(ROWS[name], seed, args.curve_csv, workdir, args.force, images,
                             CONFIGS_DIR / "curves", args.csv)  # fmt: skip
-        plot_curves(read_rows(args.curve_csv), args.png)
-        print(f"curves: {args.png}")
     background = {d: all_background_miou(d) for d in ("source", "target")}
     print(summary(read_rows(args.csv), background))
+    if args.curve_csv.is_file():  # the curves run so far: their table, and the plot redrawn
+        plot_curves(read_rows(args.curve_csv), args.png)
+        print(f"\n{curve_summary(read_rows(args.curve_csv))}\n\ncurves: {args.png}")
 
 
 if __name__ == "__main__":

@@ -236,6 +236,19 @@ def test_summary_pairs_gains_over_shared_seeds() -> None:
     assert "| synonyms alone | baseline_synonyms - baseline | 2 | +0.050 +- 0.071 | 1/2 |" in text
 
 
+def test_curve_summary_by_image_count_and_recipe() -> None:
+    points = [("baseline", 160, 0, 0.2), ("baseline", 160, 1, 0.4), ("baseline", 640, 0, 0.25),
+              ("prompt_aug", 640, 0, 0.5)]  # fmt: skip
+    rows = [{"row": r, "num_images": str(n), "seed": str(s), "test_miou": str(v)}
+            for r, n, s, v in points]  # fmt: skip
+    lines = paper_table.curve_summary(rows).splitlines()
+    assert lines[0] == "| images | fixed template (baseline) | augmented prompts (prompt_aug) |"
+    assert lines[2:] == [
+        "| 160 | 0.300 (2 seeds) | - |",
+        "| 640 | 0.250 (1 seed) | 0.500 (1 seed) |",
+    ]
+
+
 def test_all_background_score_is_background_iou_over_classes() -> None:
     value = paper_table.all_background_miou("source")
     # background is most of each scene: its IoU (= its pixel share) over the 7 classes
