@@ -38,9 +38,9 @@ gets) is printed as its own row.
     python benchmarks/paper_table.py --rows baseline robust --seeds 0-4
     python benchmarks/paper_table.py --summary-only     # the tables from the CSVs (curves replotted), nothing run
 
-Cost on an idle 2-core CPU: about 4 minutes per run (synthesis + 960 steps + scoring; twice that
-for ``robust_beco``) and 18 minutes per seed for the target adapters: about 2.5 hours for the
-default table. Runs are children (``synthmask fit``) working in ``--workdir`` (default
+Cost: the default table's 30 runs took 5.1 hours of wall time in all and the target adapters
+35-45 minutes per seed, measured with two or three runs side by side on a 2-core CPU (about one
+core each; ``robust_beco`` trains two nets and takes about three times a ``robust`` run). Runs are children (``synthmask fit``) working in ``--workdir`` (default
 ``runs/paper_table``: the shared cache, W&B runs and adapters); each finished run appends a row
 to ``benchmarks/results/paper_table.csv`` and writes its resolved config to
 ``benchmarks/results/paper_table_configs/<row>-seed<S>.yaml`` (the CSV holds its sha256). A run
