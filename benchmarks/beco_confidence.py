@@ -129,7 +129,7 @@ def loaded_run(run_dir: Path) -> Iterator[tuple[Any, Any]]:
         path.write_text(yaml.safe_dump(config))
         args = ["--config", str(path), "--trainer.logger=false", "--trainer.callbacks=[]"]
         cli = SynthmaskCLI(run=False, args=args)
-        state = torch.load(checkpoints[-1], map_location="cpu", weights_only=False)
+        state = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)
         cli.model.load_state_dict(state["state_dict"])
         cli.datamodule.setup("fit")
         cli.datamodule.setup("test")
