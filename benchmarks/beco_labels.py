@@ -21,7 +21,6 @@ last logged step.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from main_job import append_csv  # noqa: E402
+from main_job import append_csv, read_rows  # noqa: E402
 from offline_wandb import OfflineRun, read_offline_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,14 +80,6 @@ def beco_runs(root: Path, groups: str | Sequence[str] = GROUP) -> list[OfflineRu
     return [run for group in groups for run in runs if run.group == group]
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    """The rows of an earlier CSV (none if there is no file)."""
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -107,7 +98,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         )
     rows = [row for run in runs for row in phase_rows(run)]
     found = {run.run_id for run in runs}
-    kept = [row for row in read_csv(args.csv) if row["run_id"] not in found]
+    kept = [row for row in read_rows(args.csv) if row["run_id"] not in found]
     args.csv.unlink(missing_ok=True)  # rewritten: no duplicates on a rerun
     append_csv(args.csv, kept + rows, COLUMNS)
     for row in rows:

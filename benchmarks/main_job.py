@@ -211,6 +211,14 @@ def make_row(
     }
 
 
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV written by ``append_csv`` (none if there is no file yet)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def append_csv(path: Path, rows: list[dict[str, str]], columns: list[str]) -> None:
     """Append rows to a CSV with ``columns``, writing the header when the file is new."""
     new = not path.is_file()

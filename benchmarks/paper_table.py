@@ -40,9 +40,11 @@ gets) is printed as its own row.
 
 Cost: the default table's 30 runs took 5.1 hours of wall time in all and the target adapters
 35-45 minutes per seed, measured with two or three runs side by side on a 2-core CPU (about one
-core each; ``robust_beco`` trains two nets and takes about three times a ``robust`` run). Runs are children (``synthmask fit``) working in ``--workdir`` (default
-``runs/paper_table``: the shared cache, W&B runs and adapters); each finished run appends a row
-to ``benchmarks/results/paper_table.csv`` and writes its resolved config to
+core each; ``robust_beco`` trains two nets and takes about three times a ``robust`` run).
+
+Runs are children (``synthmask fit``) working in ``--workdir`` (default ``runs/paper_table``:
+the shared cache, W&B runs and adapters); each finished run appends a row to
+``benchmarks/results/paper_table.csv`` and writes its resolved config to
 ``benchmarks/results/paper_table_configs/<row>-seed<S>.yaml`` (the CSV holds its sha256). A run
 whose (row, seed, split) is in the CSV is skipped, so a killed invocation resumes. The optional
 scaling curves (``--curves``) go to ``paper_table_scaling.csv`` / ``.png``.
@@ -51,7 +53,6 @@ scaling curves (``--curves``) go to ``paper_table_scaling.csv`` / ``.png``.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import statistics
 import sys
@@ -61,7 +62,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from main_job import append_csv, git_sha, parse_seeds, run_seed  # noqa: E402
+from main_job import append_csv, git_sha, parse_seeds, read_rows, run_seed  # noqa: E402
 from target_adapters import train_decoder, train_lora  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -200,13 +201,6 @@ def resolved_config(result_config: dict) -> str:
     config = dict(result_config.get("fit", result_config))
     config.pop("config", None)
     return yaml.safe_dump(config, sort_keys=True)
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        return list(csv.DictReader(f))
 
 
 def measure(
@@ -467,8 +461,9 @@ def main() -> None:
     background = {d: all_background_miou(d) for d in ("source", "target")}
     print(summary(read_rows(args.csv), background))
     if args.curve_csv.is_file():  # the curves run so far: their table, and the plot redrawn
-        plot_curves(read_rows(args.curve_csv), args.png)
-        print(f"\n{curve_summary(read_rows(args.curve_csv))}\n\ncurves: {args.png}")
+        curve_rows = read_rows(args.curve_csv)
+        plot_curves(curve_rows, args.png)
+        print(f"\n{curve_summary(curve_rows)}\n\ncurves: {args.png}")
 
 
 if __name__ == "__main__":
